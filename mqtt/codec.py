@@ -1,0 +1,451 @@
+"""MQTT 3.1.1 wire format: ``encode(packet) -> bytes`` and an incremental, strict ``Decoder``.
+
+The decoder never reads byte by byte in a Python loop over the stream: it finds frame
+boundaries in one large buffer and hands each frame's span on. Partial frames wait in a
+bytearray until the bytes the length prefix promised have arrived, so a packet fed one
+byte at a time costs O(n), not O(n^2). Every violation raises ``ProtocolError`` naming the
+spec rule.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+
+from .errors import PacketTooLarge, ProtocolError, UnacceptableProtocolLevel
+from .packets import (
+    SUBACK_FAILURE,
+    Connack,
+    Connect,
+    Disconnect,
+    Packet,
+    PacketType,
+    Pingreq,
+    Pingresp,
+    Puback,
+    Pubcomp,
+    Publish,
+    Pubrec,
+    Pubrel,
+    Suback,
+    Subscribe,
+    Unsuback,
+    Unsubscribe,
+    Will,
+)
+from .topics import validate_filter, validate_topic_name
+
+MAX_REMAINING_LENGTH = 268_435_455  # four 7-bit bytes (spec 2.2.3)
+SUPPORTED_PROTOCOLS = {"MQTT": 4, "MQIsdp": 3}  # 3.1.1, and 3.1 as mosquitto accepts it
+_U16 = struct.Struct("!H")
+
+PINGREQ_BYTES = b"\xc0\x00"
+PINGRESP_BYTES = b"\xd0\x00"
+DISCONNECT_BYTES = b"\xe0\x00"
+
+# Fixed-header flag nibble each type must carry (spec 2.2.2, [MQTT-2.2.2-1/2]); PUBLISH varies.
+_REQUIRED_FLAGS = {t: 0 for t in PacketType}
+_REQUIRED_FLAGS.update({PacketType.PUBREL: 2, PacketType.SUBSCRIBE: 2, PacketType.UNSUBSCRIBE: 2})
+_REQUIRED_FLAGS_BY_TYPE = [None, *(_REQUIRED_FLAGS[PacketType(t)] for t in range(1, 15)), None]
+_REQUIRED_FLAGS_BY_TYPE[PacketType.PUBLISH] = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding
+
+
+def encode_remaining_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes((length,))
+    if length > MAX_REMAINING_LENGTH:
+        raise ValueError(f"remaining length {length} exceeds {MAX_REMAINING_LENGTH}")
+    out = bytearray()
+    while True:
+        digit = length & 0x7F
+        length >>= 7
+        if length:
+            out.append(digit | 0x80)
+        else:
+            out.append(digit)
+            return bytes(out)
+
+
+def encode_string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return _U16.pack(len(data)) + data
+
+
+def encode_binary(data: bytes) -> bytes:
+    return _U16.pack(len(data)) + data
+
+
+def _frame(first_byte: int, body: bytes) -> bytes:
+    return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
+
+
+def encode_publish(
+    topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool, packet_id: int | None
+) -> bytes:
+    """A PUBLISH from already-encoded topic bytes: the one place outgoing PUBLISHes are built."""
+    first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
+    topic_field = _U16.pack(len(topic)) + topic
+    if qos:
+        if not packet_id:
+            raise ValueError("QoS > 0 PUBLISH needs a non-zero packet id")
+        topic_field += _U16.pack(packet_id)
+    return bytes((first,)) + encode_remaining_length(len(topic_field) + len(payload)) + topic_field + payload
+
+
+def _encode_connect(packet: Connect) -> bytes:
+    flags = 0x02 if packet.clean_session else 0
+    payload = encode_string(packet.client_id)
+    if packet.will is not None:
+        flags |= 0x04 | (packet.will.qos << 3) | (0x20 if packet.will.retain else 0)
+        payload += encode_string(packet.will.topic) + encode_binary(packet.will.payload)
+    if packet.username is not None:
+        flags |= 0x80
+        payload += encode_string(packet.username)
+    if packet.password is not None:
+        flags |= 0x40
+        payload += encode_binary(packet.password)
+    header = encode_string(packet.protocol_name) + bytes((packet.protocol_level, flags))
+    return _frame(0x10, header + _U16.pack(packet.keepalive) + payload)
+
+
+def _encode_subscribe(packet: Subscribe) -> bytes:
+    body = _U16.pack(packet.packet_id)
+    for topic_filter, qos in packet.subscriptions:
+        body += encode_string(topic_filter) + bytes((qos,))
+    return _frame(0x82, body)
+
+
+def _encode_unsubscribe(packet: Unsubscribe) -> bytes:
+    body = _U16.pack(packet.packet_id) + b"".join(encode_string(f) for f in packet.topic_filters)
+    return _frame(0xA2, body)
+
+
+def encode(packet: Packet) -> bytes:
+    """Serialise one packet to its exact wire bytes."""
+    match packet:
+        case Publish():
+            topic = packet.topic.encode("utf-8")
+            return encode_publish(
+                topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id
+            )
+        case Puback(packet_id=pid):
+            return b"\x40\x02" + _U16.pack(pid)
+        case Pubrec(packet_id=pid):
+            return b"\x50\x02" + _U16.pack(pid)
+        case Pubrel(packet_id=pid):
+            return b"\x62\x02" + _U16.pack(pid)
+        case Pubcomp(packet_id=pid):
+            return b"\x70\x02" + _U16.pack(pid)
+        case Connect():
+            return _encode_connect(packet)
+        case Connack(session_present=present, return_code=code):
+            return bytes((0x20, 2, 1 if present else 0, code))
+        case Subscribe():
+            return _encode_subscribe(packet)
+        case Suback(packet_id=pid, return_codes=codes):
+            return _frame(0x90, _U16.pack(pid) + bytes(codes))
+        case Unsubscribe():
+            return _encode_unsubscribe(packet)
+        case Unsuback(packet_id=pid):
+            return b"\xb0\x02" + _U16.pack(pid)
+        case Pingreq():
+            return PINGREQ_BYTES
+        case Pingresp():
+            return PINGRESP_BYTES
+        case Disconnect():
+            return DISCONNECT_BYTES
+    raise TypeError(f"not an MQTT packet: {packet!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding: fields
+
+
+def decode_utf8(data: bytes | memoryview) -> str:
+    """A UTF-8 string field's text: well-formed [MQTT-1.5.3-1] and without U+0000 [MQTT-1.5.3-2]."""
+    try:
+        text = bytes(data).decode("utf-8")  # strict: also rejects surrogates D800-DFFF
+    except UnicodeDecodeError as error:
+        raise ProtocolError("[MQTT-1.5.3-1]", f"ill-formed UTF-8 string: {error.reason}") from None
+    if "\x00" in text:
+        raise ProtocolError("[MQTT-1.5.3-2]", "UTF-8 string must not contain U+0000")
+    return text
+
+
+def publish_topic(topic_bytes: bytes) -> str:
+    """Decode and validate a PUBLISH topic name (shared by Decoder and the broker's fast path)."""
+    return validate_topic_name(decode_utf8(topic_bytes))
+
+
+class _Reader:
+    """Sequential field reader over one packet body; running short is a malformed packet."""
+
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes | memoryview, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, count: int) -> bytes:
+        if self.remaining() < count:
+            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} is shorter than its fields")
+        start = self.pos
+        self.pos += count
+        return bytes(self.data[start : self.pos])
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return _U16.unpack(self.take(2))[0]
+
+    def binary(self) -> bytes:
+        return self.take(self.u16())
+
+    def string(self) -> str:
+        return decode_utf8(self.binary())
+
+    def packet_id(self) -> int:
+        packet_id = self.u16()
+        if packet_id == 0:
+            raise ProtocolError("[MQTT-2.3.1-1]", f"{self.what} packet identifier must be non-zero")
+        return packet_id
+
+    def end(self) -> None:
+        if self.remaining():
+            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} has {self.remaining()} trailing bytes")
+
+
+def _decode_connect(body: bytes | memoryview) -> Connect:
+    reader = _Reader(body, "CONNECT")
+    name = reader.string()
+    level = reader.u8()
+    if name not in SUPPORTED_PROTOCOLS:
+        raise ProtocolError("[MQTT-3.1.2-1]", f"unknown protocol name {name!r}")
+    if SUPPORTED_PROTOCOLS[name] != level:
+        raise UnacceptableProtocolLevel("[MQTT-3.1.2-2]", f"unsupported protocol level {level} for {name}")
+    flags = reader.u8()
+    if flags & 0x01:
+        raise ProtocolError("[MQTT-3.1.2-3]", "CONNECT reserved flag must be zero")
+    has_will, will_qos, will_retain = bool(flags & 0x04), (flags >> 3) & 0x03, bool(flags & 0x20)
+    if not has_will and (will_qos or will_retain):
+        raise ProtocolError("[MQTT-3.1.2-11]", "will QoS and retain must be zero without a will")
+    if will_qos == 3:
+        raise ProtocolError("[MQTT-3.1.2-14]", "will QoS must not be 3")
+    has_username, has_password = bool(flags & 0x80), bool(flags & 0x40)
+    if has_password and not has_username:
+        raise ProtocolError("[MQTT-3.1.2-22]", "password flag set without user name flag")
+    keepalive = reader.u16()
+    client_id = reader.string()
+    will = None
+    if has_will:
+        will_topic = validate_topic_name(reader.string())
+        will = Will(will_topic, reader.binary(), will_qos, will_retain)
+    username = reader.string() if has_username else None
+    password = reader.binary() if has_password else None
+    reader.end()
+    return Connect(client_id, bool(flags & 0x02), keepalive, username, password, will, name, level)
+
+
+def _decode_publish(first: int, body: bytes | memoryview) -> Publish:
+    qos, retain, dup = (first >> 1) & 0x03, bool(first & 0x01), bool(first & 0x08)
+    check_publish_flags(qos, dup)
+    reader = _Reader(body, "PUBLISH")
+    topic = publish_topic(reader.binary())
+    packet_id = reader.packet_id() if qos else None
+    return Publish(topic, reader.take(reader.remaining()), qos, retain, dup, packet_id)
+
+
+def check_publish_flags(qos: int, dup: bool) -> None:
+    if qos == 3:
+        raise ProtocolError("[MQTT-3.3.1-4]", "PUBLISH must not have both QoS bits set")
+    if dup and not qos:
+        raise ProtocolError("[MQTT-3.3.1-2]", "DUP must be 0 for a QoS 0 PUBLISH")
+
+
+def _decode_subscribe(body: bytes | memoryview) -> Subscribe:
+    reader = _Reader(body, "SUBSCRIBE")
+    packet_id = reader.packet_id()
+    subscriptions = []
+    while reader.remaining():
+        topic_filter = validate_filter(reader.string())
+        qos = reader.u8()
+        if qos > 2:
+            raise ProtocolError("[MQTT-3.8.3-4]", f"requested QoS byte {qos:#04x} is malformed")
+        subscriptions.append((topic_filter, qos))
+    if not subscriptions:
+        raise ProtocolError("[MQTT-3.8.3-3]", "SUBSCRIBE must contain at least one topic filter")
+    return Subscribe(packet_id, tuple(subscriptions))
+
+
+def _decode_unsubscribe(body: bytes | memoryview) -> Unsubscribe:
+    reader = _Reader(body, "UNSUBSCRIBE")
+    packet_id = reader.packet_id()
+    filters = []
+    while reader.remaining():
+        filters.append(validate_filter(reader.string()))
+    if not filters:
+        raise ProtocolError("[MQTT-3.10.3-2]", "UNSUBSCRIBE must contain at least one topic filter")
+    return Unsubscribe(packet_id, tuple(filters))
+
+
+def _decode_connack(body: bytes | memoryview) -> Connack:
+    reader = _Reader(body, "CONNACK")
+    flags, code = reader.u8(), reader.u8()
+    reader.end()
+    if flags & 0xFE:
+        raise ProtocolError("[MQTT-3.2.2-1]", "CONNACK acknowledge flags bits 7-1 are reserved")
+    if code > 5:
+        raise ProtocolError("[MQTT-3.2.2-6]", f"unknown CONNACK return code {code}")
+    return Connack(bool(flags), code)
+
+
+def _decode_suback(body: bytes | memoryview) -> Suback:
+    reader = _Reader(body, "SUBACK")
+    packet_id = reader.packet_id()
+    codes = tuple(reader.take(reader.remaining()))
+    if not codes or any(code not in (0, 1, 2, SUBACK_FAILURE) for code in codes):
+        raise ProtocolError("[MQTT-3.9.3-2]", f"SUBACK return codes {codes} are not 0, 1, 2 or 0x80")
+    return Suback(packet_id, codes)
+
+
+_ACK_CLASSES = {
+    PacketType.PUBACK: Puback,
+    PacketType.PUBREC: Pubrec,
+    PacketType.PUBREL: Pubrel,
+    PacketType.PUBCOMP: Pubcomp,
+    PacketType.UNSUBACK: Unsuback,
+}
+_EMPTY_PACKETS = {
+    PacketType.PINGREQ: Pingreq(),
+    PacketType.PINGRESP: Pingresp(),
+    PacketType.DISCONNECT: Disconnect(),
+}
+_BODY_DECODERS = {
+    PacketType.CONNECT: _decode_connect,
+    PacketType.CONNACK: _decode_connack,
+    PacketType.SUBSCRIBE: _decode_subscribe,
+    PacketType.SUBACK: _decode_suback,
+    PacketType.UNSUBSCRIBE: _decode_unsubscribe,
+}
+
+
+def check_fixed_header(first: int) -> int:
+    """Return the packet type of a first byte, rejecting type 0/15 and wrong reserved flags."""
+    packet_type = first >> 4
+    if packet_type == 0 or packet_type == 15:
+        raise ProtocolError("[MQTT-2.2.1]", f"reserved control packet type {packet_type}")
+    required = _REQUIRED_FLAGS_BY_TYPE[packet_type]
+    if required is not None and first & 0x0F != required:
+        raise ProtocolError(
+            "[MQTT-2.2.2-2]",
+            f"{PacketType(packet_type).name} flags must be {required:#x}, got {first & 0x0F:#x}",
+        )
+    return packet_type
+
+
+def decode_packet(first: int, body: bytes | memoryview) -> Packet:
+    """Decode one complete frame's body, given its first byte."""
+    packet_type = check_fixed_header(first)
+    if packet_type == PacketType.PUBLISH:
+        return _decode_publish(first, body)
+    ack_class = _ACK_CLASSES.get(packet_type)
+    if ack_class is not None:
+        reader = _Reader(body, PacketType(packet_type).name)
+        packet_id = reader.packet_id()
+        reader.end()
+        return ack_class(packet_id)
+    empty = _EMPTY_PACKETS.get(packet_type)
+    if empty is not None:
+        if len(body):
+            raise ProtocolError("[MQTT-2.2.3]", f"{PacketType(packet_type).name} must have no body")
+        return empty
+    return _BODY_DECODERS[packet_type](body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding: framing
+
+
+class Decoder:
+    """Incremental framing over a byte stream of any fragmentation.
+
+    ``frames(data)`` yields ``(buffer, frame_start, body_start, frame_end)`` spans into one
+    buffer, so a caller can forward a frame's bytes (``buffer[frame_start:frame_end]``) without
+    re-encoding it; ``feed(data)`` decodes them into packet objects.
+    """
+
+    __slots__ = ("_needed", "_partial", "max_packet_size")
+
+    def __init__(self, max_packet_size: int = MAX_REMAINING_LENGTH + 5) -> None:
+        self.max_packet_size = max_packet_size
+        self._partial = bytearray()
+        self._needed = 0  # bytes the partial frame needs before parsing is worth retrying
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held back waiting for the rest of a frame."""
+        return len(self._partial)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
+        return [
+            decode_packet(buffer[start], buffer[body:end]) for buffer, start, body, end in self.frames(data)
+        ]
+
+    def frames(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[bytes, int, int, int]]:
+        if self._partial:
+            self._partial += data
+            if len(self._partial) < self._needed:
+                return
+            buffer = bytes(self._partial)
+            self._partial.clear()
+        else:
+            buffer = data if type(data) is bytes else bytes(data)
+        size = len(buffer)
+        pos = 0
+        limit = self.max_packet_size
+        while pos < size:
+            span = _frame_span(buffer, pos, size, limit)
+            if span is None or span[1] > size:
+                self._partial += buffer[pos:]
+                self._needed = span[1] - pos if span is not None else 0
+                return
+            body, end = span
+            yield buffer, pos, body, end
+            pos = end
+
+
+def _frame_span(buffer: bytes, pos: int, size: int, limit: int) -> tuple[int, int] | None:
+    """(body_start, frame_end) of the frame at ``pos``, or None while the length is incomplete."""
+    if size - pos < 2:
+        return None
+    byte = buffer[pos + 1]
+    if byte < 0x80:
+        body, length = pos + 2, byte
+    else:
+        length, multiplier, index = byte & 0x7F, 128, pos + 2
+        while True:
+            if index >= size:
+                return None
+            if index - pos > 4:
+                raise ProtocolError("[MQTT-2.2.3]", "remaining length uses more than four bytes")
+            byte = buffer[index]
+            index += 1
+            length += (byte & 0x7F) * multiplier
+            if byte < 0x80:
+                break
+            multiplier <<= 7
+        body = index
+    if body - pos + length > limit:
+        raise PacketTooLarge(
+            "[MQTT-2.2.3]", f"packet of {body - pos + length} bytes exceeds max_packet_size {limit}"
+        )
+    return body, body + length

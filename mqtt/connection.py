@@ -1,0 +1,248 @@
+"""One client's byte stream: bytes in through ``receive``, bytes out through ``pending``/``sent``.
+
+This is the sans-I/O handle a driver keeps per socket. It frames and dispatches packets; the
+hot PUBLISH path reads the fixed header in place, reuses the previous topic's decoded string
+when the topic bytes repeat, and forwards a plain QoS 0 frame's bytes as they arrived.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .codec import (
+    PINGRESP_BYTES,
+    Decoder,
+    check_fixed_header,
+    check_publish_flags,
+    decode_packet,
+    publish_topic,
+)
+from .errors import ProtocolError, UnacceptableProtocolLevel
+from .message import Message
+from .packets import ConnackCode, Connect, PacketType, Pingreq, Subscribe, Unsubscribe
+from .session import Session
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+_PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 0x40, 0x50, 0x62, 0x70
+_TO_CLIENT_ONLY = {PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP}
+
+
+class Connection:
+    __slots__ = (
+        "_decoder",
+        "_last_topic",
+        "_last_topic_bytes",
+        "_out",
+        "broker",
+        "client_id",
+        "close_reason",
+        "dirty",
+        "ended",
+        "keepalive",
+        "last_seen",
+        "next_check",
+        "output_bytes",
+        "peer",
+        "session",
+        "tag",
+        "username",
+        "wants_close",
+        "will",
+    )
+
+    def __init__(self, broker: Broker, peer: str, tag: Any, now: float) -> None:
+        self.broker = broker
+        self.peer = peer
+        self.tag = tag  # the driver's own handle (its fd), as C would store in epoll_data
+        self.session: Session | None = None
+        self.client_id: str | None = None
+        self.username: str | None = None
+        self.keepalive = 0
+        self.will: Message | None = None
+        self.last_seen = now
+        self.next_check = 0.0  # deadline of this connection's live entry in the broker's heap
+        self.wants_close = False
+        self.close_reason = ""
+        self.ended = False
+        self.dirty = False
+        self._decoder = Decoder(broker.limits.max_packet_size)
+        self._out: list[bytes] = []
+        self.output_bytes = 0
+        self._last_topic_bytes = b""
+        self._last_topic = ""
+
+    def __repr__(self) -> str:
+        return f"Connection({self.peer}, client_id={self.client_id!r})"
+
+    # -- the driver contract -------------------------------------------------------------
+
+    def receive(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse and act on bytes read from the socket; may queue output on other connections."""
+        if self.wants_close:
+            return
+        broker = self.broker
+        self.last_seen = broker.clock()
+        broker.stats.bytes_received += len(data)
+        try:
+            for buffer, start, body, end in self._decoder.frames(data):
+                first = buffer[start]
+                if first >> 4 == 3:
+                    self._on_publish(first, buffer, start, body, end)
+                else:
+                    self._on_control(first, buffer[body:end])
+                if self.wants_close:
+                    return
+        except UnacceptableProtocolLevel as error:
+            self.send(bytes((0x20, 2, 0, ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)))
+            self.close(f"refused: {error}", fire_will=False)
+        except ProtocolError as error:
+            self.close(f"protocol error: {error}", fire_will=True)
+
+    def pending(self) -> bytes:
+        """Everything queued for this socket, joined into one buffer for one ``send``."""
+        out = self._out
+        if not out:
+            return b""
+        if len(out) > 1:
+            joined = b"".join(out)
+            out.clear()
+            out.append(joined)
+        return out[0]
+
+    def sent(self, count: int) -> None:
+        """The driver wrote ``count`` bytes of ``pending()``; refill from the session queue."""
+        if count <= 0:
+            return
+        first = self.pending()
+        if count >= len(first):
+            self._out.clear()
+        else:
+            self._out[0] = first[count:]
+        self.output_bytes -= count
+        self.broker.stats.bytes_sent += count
+        session = self.session
+        if session is not None and session.queue and session.connection is self:
+            session.pump()
+
+    def lost(self, reason: str) -> None:
+        """The socket died (EOF, reset, write error): fire the will, keep a persistent session."""
+        if not self.ended:
+            self.close(reason, fire_will=True)
+
+    # -- output ----------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+        self.output_bytes += len(data)
+        if not self.dirty:
+            self.dirty = True
+            self.broker.dirty.append(self)
+
+    def close(self, reason: str, fire_will: bool) -> None:
+        """Ask the driver to close this socket after flushing what is queued."""
+        if self.ended:
+            return
+        self.wants_close = True
+        self.close_reason = reason
+        self.broker.end(self, fire_will)
+        if not self.dirty:
+            self.dirty = True
+            self.broker.dirty.append(self)
+
+    def deadline(self) -> float | None:
+        """When this connection expires: CONNECT timeout, or 1.5 x keepalive [MQTT-3.1.2-24]."""
+        if self.session is None:
+            return self.last_seen + self.broker.limits.connect_timeout
+        if self.keepalive:
+            return self.last_seen + 1.5 * self.keepalive
+        return None
+
+    # -- inbound packets -------------------------------------------------------------------
+
+    def _on_publish(self, first: int, buffer: bytes, start: int, body: int, end: int) -> None:
+        session = self.session
+        if session is None:
+            raise ProtocolError("[MQTT-3.1.0-1]", "first packet must be CONNECT")
+        qos = (first >> 1) & 0x03
+        if first & 0x0F:
+            check_publish_flags(qos, bool(first & 0x08))
+        topic_end = body + 2 + ((buffer[body] << 8) | buffer[body + 1]) if end - body >= 2 else end + 1
+        payload_start = topic_end + 2 if qos else topic_end
+        if payload_start > end:
+            raise ProtocolError("[MQTT-2.2.3]", "PUBLISH is shorter than its topic and packet id")
+        topic_bytes = buffer[body + 2 : topic_end]
+        if topic_bytes == self._last_topic_bytes:
+            topic = self._last_topic  # same topic as last time: skip UTF-8 decode and validation
+        else:
+            topic = self._last_topic = publish_topic(topic_bytes)
+            self._last_topic_bytes = topic_bytes
+        broker = self.broker
+        broker.stats.messages_received += 1
+        payload = buffer[payload_start:end]
+        if qos == 0:
+            plain = buffer[start:end] if first == 0x30 else None
+            broker.publish(Message(topic, topic_bytes, payload, 0, bool(first & 1), plain), self)
+            return
+        packet_id = (buffer[topic_end] << 8) | buffer[topic_end + 1]
+        if packet_id == 0:
+            raise ProtocolError("[MQTT-2.3.1-1]", "PUBLISH packet identifier must be non-zero")
+        if qos == 1:
+            broker.publish(Message(topic, topic_bytes, payload, 1, bool(first & 1)), self)
+            self.send(bytes((_PUBACK, 2, packet_id >> 8, packet_id & 0xFF)))
+            return
+        # QoS 2, method B: deliver on first receipt, remember the id until PUBREL [MQTT-4.3.3-2].
+        if packet_id not in session.inbound_qos2:
+            session.inbound_qos2.add(packet_id)
+            broker.publish(Message(topic, topic_bytes, payload, 2, bool(first & 1)), self)
+        self.send(bytes((_PUBREC, 2, packet_id >> 8, packet_id & 0xFF)))
+
+    def _on_control(self, first: int, body: bytes) -> None:
+        packet_type = check_fixed_header(first)
+        session = self.session
+        if packet_type == PacketType.CONNECT:
+            if session is not None:
+                raise ProtocolError("[MQTT-3.1.0-2]", "a second CONNECT is a protocol violation")
+            connect = decode_packet(first, body)
+            assert isinstance(connect, Connect)
+            self.broker.connect(self, connect)
+            return
+        if session is None:
+            raise ProtocolError("[MQTT-3.1.0-1]", "first packet must be CONNECT")
+        if packet_type in _TO_CLIENT_ONLY:
+            raise ProtocolError("[MQTT-2.2.1]", f"{PacketType(packet_type).name} is sent only by servers")
+        if packet_type in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP):
+            self._on_ack(packet_type, first, body, session)
+            return
+        packet = decode_packet(first, body)
+        if isinstance(packet, Subscribe):
+            self.broker.subscribe(self, packet)
+        elif isinstance(packet, Unsubscribe):
+            self.broker.unsubscribe(self, packet)
+        elif isinstance(packet, Pingreq):
+            self.send(PINGRESP_BYTES)
+        else:  # DISCONNECT: discard the will, end normally [MQTT-3.14.4-3]
+            self.will = None
+            self.close("client sent DISCONNECT", fire_will=False)
+
+    def _on_ack(self, packet_type: int, first: int, body: bytes, session: Session) -> None:
+        packet_id = decode_packet(first, body).packet_id  # type: ignore[union-attr]
+        if packet_type == PacketType.PUBACK:
+            session.acknowledge(packet_id, 1)
+        elif packet_type == PacketType.PUBREC:
+            session.received(packet_id)
+            self.send(bytes((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
+        elif packet_type == PacketType.PUBREL:
+            session.inbound_qos2.discard(packet_id)
+            self.send(bytes((_PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
+        else:
+            session.acknowledge(packet_id, 2)
+
+    def refuse(self, code: int, reason: str) -> None:
+        """Answer CONNECT with a refusal code, then close [MQTT-3.2.2-5]."""
+        self.send(bytes((0x20, 2, 0, code)))
+        self.close(reason, fire_will=False)
+
+    def accept(self, session_present: bool) -> None:
+        self.send(bytes((0x20, 2, 1 if session_present else 0, 0)))

@@ -1,0 +1,50 @@
+"""Every limit the core enforces, and the counters it keeps for $SYS.
+
+Limits are plain values so a driver can fill them from command-line flags and a test can
+shrink them to provoke each overflow path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_packet_size: int = 1 << 20  # bytes in one packet, header included
+    max_inflight: int = 20  # outbound QoS 1/2 messages awaiting acknowledgement, per client
+    max_queued_messages: int = 1000  # per session, beyond the in-flight window (mosquitto's default)
+    max_queued_bytes: int = 16 << 20  # per session
+    queue_qos0: bool = False  # queue QoS 0 for offline persistent sessions (mosquitto: off)
+    max_pending_output: int = 1 << 20  # unsent bytes per live connection before QoS 0 is dropped
+    max_connections: int = 0  # connected clients; 0 means unlimited
+    max_qos: int = 2  # highest QoS granted to a subscription
+    connect_timeout: float = 30.0  # seconds a socket may stay open without sending CONNECT
+    sys_interval: float = 10.0  # seconds between $SYS publications; 0 turns them off
+
+
+class Stats:
+    """Counters the broker updates in place; ``$SYS/broker/...`` topics publish them."""
+
+    __slots__ = (
+        "bytes_received",
+        "bytes_sent",
+        "clients_connected",
+        "clients_maximum",
+        "connections_refused",
+        "messages_received",
+        "messages_sent",
+        "publish_dropped",
+        "started_at",
+    )
+
+    def __init__(self, started_at: float) -> None:
+        self.started_at = started_at
+        self.bytes_received = 0
+        self.bytes_sent = 0
+        self.clients_connected = 0
+        self.clients_maximum = 0
+        self.connections_refused = 0
+        self.messages_received = 0
+        self.messages_sent = 0
+        self.publish_dropped = 0

@@ -1,0 +1,379 @@
+"""Plumbing every server variant shares, so a variant's file holds only its I/O loop.
+
+Here: the command line, the listening socket, the fd limit, the EMFILE spare-fd guard,
+accept/recv/send helpers around the sans-I/O broker, logging, telemetry and clean shutdown.
+A variant subclasses ``BaseServer`` and supplies ``serve_forever`` plus three hooks that say
+how it watches an fd: ``watch``, ``unwatch`` and ``set_write_interest``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import resource
+import signal
+import socket
+import sys
+import time
+from typing import ClassVar
+
+from mqtt.broker import Broker
+from mqtt.connection import Connection
+from mqtt.limits import Limits
+
+from .telemetry import TelemetryEmitter
+
+log = logging.getLogger("server")
+
+# epoll's bit values, used by every variant's telemetry so views need one decoder.
+EVENT_READ, EVENT_WRITE, EVENT_ERROR, EVENT_HANGUP = 0x001, 0x004, 0x008, 0x010
+
+
+class Shutdown(Exception):
+    """Raised by the SIGINT/SIGTERM handler to unwind the loop from inside its wait call."""
+
+
+def build_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=1883, help="TCP port; 0 picks a free one")
+    parser.add_argument("--backlog", type=int, default=4096, help="listen() backlog")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each connect and disconnect")
+    parser.add_argument(
+        "--read-chunk",
+        type=int,
+        default=256 * 1024,
+        metavar="BYTES",
+        help="size of the reused receive buffer: at most this much per recv",
+    )
+    parser.add_argument("--telemetry", action="store_true", help="send telemetry to the TUI/labs")
+    limits = parser.add_argument_group("limits")
+    defaults = Limits()
+    for name, help_text in (
+        ("max_packet_size", "bytes in one MQTT packet"),
+        ("max_connections", "connected clients (0 = unlimited)"),
+        ("max_inflight", "outbound QoS 1/2 messages awaiting acknowledgement per client"),
+        ("max_queued_messages", "messages queued per session beyond the in-flight window"),
+        ("max_queued_bytes", "bytes queued per session"),
+        ("max_pending_output", "unsent bytes per connection before QoS 0 messages are dropped"),
+    ):
+        limits.add_argument(
+            "--" + name.replace("_", "-"),
+            type=int,
+            default=getattr(defaults, name),
+            help=f"{help_text} (default {getattr(defaults, name)})",
+        )
+    limits.add_argument(
+        "--sys-interval",
+        type=float,
+        default=defaults.sys_interval,
+        help="seconds between $SYS publications, 0 = off",
+    )
+    return parser
+
+
+def limits_from_args(args: argparse.Namespace) -> Limits:
+    return Limits(
+        max_packet_size=args.max_packet_size,
+        max_connections=args.max_connections,
+        max_inflight=args.max_inflight,
+        max_queued_messages=args.max_queued_messages,
+        max_queued_bytes=args.max_queued_bytes,
+        max_pending_output=args.max_pending_output,
+        sys_interval=args.sys_interval,
+    )
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: each client costs one descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def who_listens(port: int) -> str | None:
+    """Name the process listening on ``port`` (pid and command), when /proc lets us see it."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as rows:
+                for row in list(rows)[1:]:
+                    fields = row.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":  # 0A = LISTEN
+                        inodes.add(f"socket:[{fields[9]}]")
+        except OSError:
+            continue
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in inodes for fd in os.listdir(f"/proc/{pid}/fd")):
+                with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                    command = cmdline.read().replace(b"\0", b" ").decode(errors="replace").strip()
+                return f"pid {pid} ({command})"
+        except OSError:
+            continue
+    return None
+
+
+def open_listener(host: str, port: int, backlog: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT.
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as error:
+        listener.close()
+        if error.errno != errno.EADDRINUSE:
+            raise
+        holder = who_listens(port)
+        held_by = f" by {holder}" if holder else ""
+        sys.exit(f"error: port {port} on {host} is already in use{held_by}; choose another with --port")
+    listener.listen(backlog)
+    listener.setblocking(False)  # accept() must return EAGAIN, never block the loop
+    return listener
+
+
+class SpareFd:
+    """The EMFILE guard: hold one descriptor in reserve for the day accept() runs out.
+
+    Without it, a listener with a pending connection stays readable while accept() fails
+    with EMFILE, and a level-triggered loop spins at 100% CPU. Closing the spare frees one
+    slot: accept the connection, close it at once (the client sees a clean close), reopen.
+    """
+
+    def __init__(self) -> None:
+        self.fd: int | None = os.open("/dev/null", os.O_RDONLY)
+
+    def shed(self, listener: socket.socket) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        try:
+            connection, _ = listener.accept()
+            connection.close()
+        except OSError:
+            pass
+        try:
+            self.fd = os.open("/dev/null", os.O_RDONLY)
+        except OSError:
+            self.fd = None  # still exhausted; the next shed retries
+
+
+def peer_name(address: tuple) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+class BaseServer:
+    """Shared state and helpers; the subclass owns the loop."""
+
+    variant: ClassVar[str] = "base"
+    mode: ClassVar[str] = ""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.fd_limit = raise_fd_limit()
+        self.broker = Broker(clock=time.monotonic, limits=limits_from_args(args))
+        self.listener = open_listener(args.host, args.port, args.backlog)
+        self.port = self.listener.getsockname()[1]
+        self.connections: dict[int, Connection] = {}  # fd -> connection: Python's data.ptr
+        self.writing: set[int] = set()  # fds with write interest registered
+        self.read_buffer = bytearray(args.read_chunk)  # one buffer, reused by every recv_into
+        self.read_view = memoryview(self.read_buffer)
+        self.spare = SpareFd()
+        self.refused = 0
+        self.wait_calls = 0
+        self.telemetry = TelemetryEmitter(self.port) if args.telemetry else None
+        if args.verbose or self.telemetry:
+            self.broker.on_connected = self._announce
+
+    # -- hooks a variant implements -------------------------------------------------------
+
+    def watch(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def unwatch(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def set_write_interest(self, fd: int, wanted: bool) -> None:
+        raise NotImplementedError
+
+    def serve_forever(self) -> None:
+        raise NotImplementedError
+
+    # -- accept ----------------------------------------------------------------------------
+
+    def accept_one(self) -> bool:
+        """Accept one connection; False when the backlog is empty (EAGAIN)."""
+        try:
+            sock, address = self.listener.accept()
+        except BlockingIOError:
+            return False
+        except OSError as error:
+            if error.errno in (errno.EMFILE, errno.ENFILE):
+                self.spare.shed(self.listener)
+                self.refuse(f"out of file descriptors ({os.strerror(error.errno)}): raise ulimit -n")
+                return True
+            if error.errno in (errno.ECONNABORTED, errno.EPROTO):
+                return True  # the client gave up while queued; try the next one
+            raise
+        self.add_connection(sock, peer_name(address))
+        return True
+
+    def add_connection(self, sock: socket.socket, peer: str) -> int:
+        sock.setblocking(False)
+        # MQTT packets are small and latency-bound: do not let Nagle hold them back.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fd = sock.fileno()
+        self.connections[fd] = self.broker.open(peer, tag=sock)
+        self.watch(fd)
+        if self.telemetry:
+            self.telemetry.emit("accept", fd=fd, peer=peer)
+        return fd
+
+    def refuse(self, reason: str) -> None:
+        self.refused += 1
+        log.warning("refused a connection: %s", reason)
+        if self.telemetry:
+            self.telemetry.emit("refuse", reason=reason)
+
+    # -- read, write, close ---------------------------------------------------------------
+
+    def read_once(self, fd: int) -> int:
+        """One recv_into the reused buffer; returns bytes read, 0 for EAGAIN, -1 if closed."""
+        connection = self.connections[fd]
+        try:
+            count = connection.tag.recv_into(self.read_buffer)
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            self.close_connection(fd, f"recv failed: {error.strerror}")
+            return -1
+        if count == 0:
+            self.close_connection(fd, "peer closed the connection")
+            return -1
+        connection.receive(self.read_view[:count])
+        return count
+
+    def write_pending(self, fd: int, connection: Connection) -> None:
+        """One send of everything queued; register write interest only if some is left."""
+        data = connection.pending()
+        if data:
+            try:
+                connection.sent(connection.tag.send(data))
+            except BlockingIOError:
+                pass
+            except OSError as error:
+                self.close_connection(fd, f"send failed: {error.strerror}")
+                return
+        if connection.wants_close:
+            self.close_connection(fd, connection.close_reason)
+            return
+        backed_up = connection.output_bytes > 0
+        if backed_up != (fd in self.writing):
+            self.set_write_interest(fd, backed_up)
+            if backed_up:
+                self.writing.add(fd)
+            else:
+                self.writing.discard(fd)
+
+    def flush_dirty(self) -> None:
+        """Steps 5 and 6 of every loop: write what the core queued, close what wants closing."""
+        dirty = self.broker.drain_dirty()
+        while dirty:
+            for connection in dirty:
+                fd = connection.tag.fileno()
+                if fd >= 0 and self.connections.get(fd) is connection:
+                    self.write_pending(fd, connection)
+            dirty = self.broker.drain_dirty()  # sent() may refill from a session queue
+
+    def close_connection(self, fd: int, reason: str) -> None:
+        connection = self.connections.pop(fd, None)
+        if connection is None:
+            return
+        connection.lost(reason)
+        self.unwatch(fd)
+        self.writing.discard(fd)
+        connection.tag.close()
+        log.info(
+            "disconnect fd=%d peer=%s client_id=%s reason=%s",
+            fd,
+            connection.peer,
+            connection.client_id,
+            connection.close_reason or reason,
+        )
+        if self.telemetry:
+            self.telemetry.emit(
+                "close",
+                fd=fd,
+                peer=connection.peer,
+                client_id=connection.client_id,
+                reason=connection.close_reason or reason,
+            )
+
+    def _announce(self, connection: Connection) -> None:
+        fd = connection.tag.fileno()
+        log.info("connect fd=%d peer=%s client_id=%s", fd, connection.peer, connection.client_id)
+        if self.telemetry:
+            self.telemetry.emit("conn", fd=fd, peer=connection.peer, client_id=connection.client_id)
+
+    # -- time --------------------------------------------------------------------------------
+
+    def tick(self) -> float | None:
+        """Step 7: run the core's timers; return the next wait timeout in seconds (None = forever)."""
+        now = time.monotonic()
+        deadline = self.broker.tick(now)
+        self.flush_dirty()
+        if self.telemetry:
+            self.telemetry.flush()
+        return None if deadline is None else max(0.0, deadline - now)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def run(self) -> int:
+        host, port = self.listener.getsockname()[:2]
+        print(f"listening on {host}:{port}", flush=True)
+        print(
+            f"{self.variant}: fd limit {self.fd_limit}. Try it from two other terminals:\n"
+            f"  mosquitto_sub -h {host} -p {port} -t test\n"
+            f"  mosquitto_pub -h {host} -p {port} -t test -m 123456\n"
+            "Ctrl-C stops the server.",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            self.serve_forever()
+        except Shutdown:
+            pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        for fd in list(self.connections):
+            self.close_connection(fd, "server shutting down")
+        self.listener.close()
+        if self.telemetry:
+            self.telemetry.close()
+
+
+def _raise_shutdown(signum: int, frame: object) -> None:
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def main(server_class: type[BaseServer], description: str, argv: list[str] | None = None) -> int:
+    parser = build_parser(description)
+    add_arguments = getattr(server_class, "add_arguments", None)
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(message)s",
+        stream=sys.stderr,
+    )
+    server = server_class(args)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    return server.run()
