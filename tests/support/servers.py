@@ -1,0 +1,76 @@
+"""Start a server variant as a real process on a free port, and stop it by its pid."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.util import find_spec
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker")
+
+
+def available_variants() -> list[str]:
+    return [name for name in ALL_VARIANTS if find_spec(f"servers.{name}") is not None]
+
+
+class ServerProcess:
+    """``python -m servers.<variant> --port 0 ...``, ready once it prints its listening line."""
+
+    def __init__(self, variant: str, *args: str, timeout: float = 15.0, preexec_fn=None) -> None:  # type: ignore[no-untyped-def]
+        self.variant = variant
+        self.log = tempfile.NamedTemporaryFile(prefix=f"{variant}-", suffix=".log", delete=False)  # noqa: SIM115
+        command = [sys.executable, "-m", f"servers.{variant}", "--port", "0", *args]
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=preexec_fn
+        )
+        self.host, self.port = self._await_listening(timeout)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _await_listening(self, timeout: float) -> tuple[str, int]:
+        deadline = time.monotonic() + timeout
+        assert self.process.stdout is not None
+        while time.monotonic() < deadline:
+            readable, _, _ = select.select([self.process.stdout], [], [], 0.1)
+            if readable:
+                line = self.process.stdout.readline()
+                if line.startswith("listening on "):
+                    host, port = line.split()[-1].rsplit(":", 1)
+                    return host, int(port)
+                if not line and self.process.poll() is not None:
+                    break
+        self.stop()
+        raise RuntimeError(f"{self.variant} did not start:\n{self.stderr()}")
+
+    def stderr(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the server process, from /proc (for 'stays idle' checks)."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def open_fds(self) -> int:
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        self.log.close()
+        return self.process.returncode
