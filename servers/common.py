@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import ClassVar
 
 from mqtt.broker import Broker
@@ -29,6 +30,7 @@ log = logging.getLogger("server")
 
 # epoll's bit values, used by every variant's telemetry so views need one decoder.
 EVENT_READ, EVENT_WRITE, EVENT_ERROR, EVENT_HANGUP = 0x001, 0x004, 0x008, 0x010
+READABLE = EVENT_READ | EVENT_ERROR | EVENT_HANGUP  # errors and hangups surface through recv
 
 
 class Shutdown(Exception):
@@ -177,6 +179,7 @@ class BaseServer:
         self.broker = Broker(clock=time.monotonic, limits=limits_from_args(args))
         self.listener = open_listener(args.host, args.port, args.backlog)
         self.port = self.listener.getsockname()[1]
+        self.listen_fd = self.listener.fileno()
         self.connections: dict[int, Connection] = {}  # fd -> connection: Python's data.ptr
         self.writing: set[int] = set()  # fds with write interest registered
         self.read_buffer = bytearray(args.read_chunk)  # one buffer, reused by every recv_into
@@ -201,6 +204,32 @@ class BaseServer:
 
     def serve_forever(self) -> None:
         raise NotImplementedError
+
+    # -- dispatch: what every loop does with its ready list ---------------------------------
+
+    def handle_ready(self, ready: list[tuple[int, int]]) -> None:
+        """Steps 2-4 for one wait's ready list of (fd, epoll-style mask)."""
+        listen_fd = self.listen_fd
+        connections = self.connections
+        for fd, events in ready:
+            if fd == listen_fd:
+                self.accept_ready()
+                continue
+            connection = connections.get(fd)  # no epoll_data.ptr in Python: look the fd up
+            if connection is None:
+                continue  # closed earlier in this same batch
+            if events & READABLE:
+                self.on_readable(fd)
+            if events & EVENT_WRITE and fd in connections:
+                self.write_pending(fd, connection)
+
+    def accept_ready(self) -> None:
+        """The listener is readable: accept one; a level-triggered wait reports it again if more wait."""
+        self.accept_one()
+
+    def on_readable(self, fd: int) -> None:
+        """One recv per readiness: level-triggered waits report the fd again while bytes remain."""
+        self.read_once(fd)
 
     # -- accept ----------------------------------------------------------------------------
 
@@ -272,11 +301,11 @@ class BaseServer:
             return
         backed_up = connection.output_bytes > 0
         if backed_up != (fd in self.writing):
-            self.set_write_interest(fd, backed_up)
             if backed_up:
                 self.writing.add(fd)
             else:
                 self.writing.discard(fd)
+            self.set_write_interest(fd, backed_up)
 
     def flush_dirty(self) -> None:
         """Steps 5 and 6 of every loop: write what the core queued, close what wants closing."""
@@ -296,21 +325,14 @@ class BaseServer:
         self.unwatch(fd)
         self.writing.discard(fd)
         connection.tag.close()
-        log.info(
-            "disconnect fd=%d peer=%s client_id=%s reason=%s",
-            fd,
-            connection.peer,
-            connection.client_id,
-            connection.close_reason or reason,
-        )
+        self.log_close(fd, connection, reason)
+
+    def log_close(self, fd: int, connection: Connection, reason: str) -> None:
+        reason = connection.close_reason or reason  # the core's reason is the more precise one
+        peer, client_id = connection.peer, connection.client_id
+        log.info("disconnect fd=%d peer=%s client_id=%s reason=%s", fd, peer, client_id, reason)
         if self.telemetry:
-            self.telemetry.emit(
-                "close",
-                fd=fd,
-                peer=connection.peer,
-                client_id=connection.client_id,
-                reason=connection.close_reason or reason,
-            )
+            self.telemetry.emit("close", fd=fd, peer=peer, client_id=client_id, reason=reason)
 
     def _announce(self, connection: Connection) -> None:
         fd = connection.tag.fileno()
@@ -362,12 +384,20 @@ def _raise_shutdown(signum: int, frame: object) -> None:
     raise Shutdown(signal.Signals(signum).name)
 
 
-def main(server_class: type[BaseServer], description: str, argv: list[str] | None = None) -> int:
+def main(
+    server_class: type[BaseServer],
+    description: str,
+    argv: list[str] | None = None,
+    pick: Callable[[argparse.Namespace], type[BaseServer]] | None = None,
+) -> int:
+    """Parse flags (plus the class's ``add_arguments``), install signal handlers, run."""
     parser = build_parser(description)
     add_arguments = getattr(server_class, "add_arguments", None)
     if add_arguments is not None:
         add_arguments(parser)
     args = parser.parse_args(argv)
+    if pick is not None:
+        server_class = pick(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(message)s",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 from typing import Any
 
@@ -43,14 +44,17 @@ class TelemetryEmitter:
         self.socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.socket.setblocking(False)  # a slow watcher must never stall the server
         self.dropped = 0
+        self._lock = threading.Lock()  # the threaded variants emit from several threads
         self._lines: list[str] = []
         self._size = 0
 
     def emit(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"v": SCHEMA_VERSION, "t": round(time.monotonic(), 6), "k": kind, **fields})
-        self._lines.append(line)
-        self._size += len(line) + 1
-        if self._size >= MAX_DATAGRAM:
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line) + 1
+            full = self._size >= MAX_DATAGRAM
+        if full:
             self.flush()
 
     def emit_wait(
@@ -72,19 +76,19 @@ class TelemetryEmitter:
             )
 
     def flush(self) -> None:
-        if not self._lines:
+        with self._lock:
+            lines, self._lines, self._size = self._lines, [], 0
+        if not lines:
             return
         datagram: list[str] = []
         size = 0
-        for line in self._lines:
+        for line in lines:
             if size + len(line) + 1 > MAX_DATAGRAM and datagram:
                 self._send("\n".join(datagram))
                 datagram, size = [], 0
             datagram.append(line)
             size += len(line) + 1
         self._send("\n".join(datagram))
-        self._lines.clear()
-        self._size = 0
 
     def _send(self, text: str) -> None:
         try:

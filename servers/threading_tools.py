@@ -1,0 +1,56 @@
+"""Helpers for the threaded variants: a lock that reports its wait and hold times, thread names.
+
+The TUI cannot tell a futex wait for our lock from a wait for the GIL (both are futexes), so
+lock ownership has to come from the server's own telemetry: each acquisition reports how long
+the thread waited for it, how long it held it, and whether it did socket I/O while holding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+
+from .telemetry import TelemetryEmitter
+
+
+def name_this_thread(name: str) -> None:
+    """Set the kernel's name for the calling thread, so ps/top and /proc/PID/task show it."""
+    # /proc/self/task/TID/comm takes at most 15 bytes; pthread_setname_np is not in the stdlib.
+    with contextlib.suppress(OSError), open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
+        comm.write(name[:15])
+
+
+class TimedLock:
+    """A mutex whose every acquisition can be reported as a telemetry ``lock`` event."""
+
+    def __init__(self, telemetry: TelemetryEmitter | None) -> None:
+        self.lock = threading.Lock()
+        self.telemetry = telemetry
+
+    @contextlib.contextmanager
+    def held(self, thread: str, across_recv: bool = False) -> Iterator[None]:
+        if self.telemetry is None:
+            with self.lock:
+                yield
+            return
+        asked = time.monotonic()
+        with self.lock:
+            acquired = time.monotonic()
+            try:
+                yield
+            finally:
+                released = time.monotonic()
+        self.report(thread, acquired - asked, released - acquired, across_recv)
+
+    def report(self, thread: str, wait_s: float, hold_s: float, across_recv: bool) -> None:
+        if self.telemetry is not None:
+            self.telemetry.emit(
+                "lock",
+                thread=thread,
+                tid=threading.get_native_id(),
+                wait_s=round(wait_s, 7),
+                hold_s=round(hold_s, 7),
+                across_recv=across_recv,
+            )
