@@ -302,9 +302,9 @@ def _decode_connack(body: bytes | memoryview) -> Connack:
     flags, code = reader.u8(), reader.u8()
     reader.end()
     if flags & 0xFE:
-        raise ProtocolError("[MQTT-3.2.2-1]", "CONNACK acknowledge flags bits 7-1 are reserved")
+        raise ProtocolError("[MQTT-3.2.2]", "CONNACK acknowledge flags bits 7-1 are reserved")
     if code > 5:
-        raise ProtocolError("[MQTT-3.2.2-6]", f"unknown CONNACK return code {code}")
+        raise ProtocolError("[MQTT-3.2.2]", f"unknown CONNACK return code {code}")
     return Connack(bool(flags), code)
 
 
@@ -350,6 +350,20 @@ def check_fixed_header(first: int) -> int:
             f"{PacketType(packet_type).name} flags must be {required:#x}, got {first & 0x0F:#x}",
         )
     return packet_type
+
+
+def _is_valid_first_byte(first: int) -> bool:
+    try:
+        packet_type = check_fixed_header(first)
+        if packet_type == PacketType.PUBLISH:
+            check_publish_flags((first >> 1) & 0x03, bool(first & 0x08))
+    except ProtocolError:
+        return False
+    return True
+
+
+# A 256-entry lookup: the framing loop rejects a bad first byte with one index, not a call.
+_VALID_FIRST_BYTES = bytes(_is_valid_first_byte(first) for first in range(256))
 
 
 def decode_packet(first: int, body: bytes | memoryview) -> Packet:
@@ -412,7 +426,10 @@ class Decoder:
         size = len(buffer)
         pos = 0
         limit = self.max_packet_size
+        valid_first = _VALID_FIRST_BYTES
         while pos < size:
+            if not valid_first[buffer[pos]]:
+                check_fixed_header(buffer[pos])  # raises: refuse a bad header before buffering a body
             span = _frame_span(buffer, pos, size, limit)
             if span is None or span[1] > size:
                 self._partial += buffer[pos:]
@@ -433,10 +450,10 @@ def _frame_span(buffer: bytes, pos: int, size: int, limit: int) -> tuple[int, in
     else:
         length, multiplier, index = byte & 0x7F, 128, pos + 2
         while True:
-            if index >= size:
-                return None
             if index - pos > 4:
                 raise ProtocolError("[MQTT-2.2.3]", "remaining length uses more than four bytes")
+            if index >= size:
+                return None
             byte = buffer[index]
             index += 1
             length += (byte & 0x7F) * multiplier

@@ -16,6 +16,8 @@ def validate_topic_name(topic: str) -> str:
     """Return ``topic`` if it may appear in a PUBLISH, else raise ProtocolError."""
     if not topic:
         raise ProtocolError("[MQTT-4.7.3-1]", "topic name must be at least one character long")
+    if "\x00" in topic:
+        raise ProtocolError("[MQTT-4.7.3-2]", "topic name must not contain U+0000")
     if "+" in topic or "#" in topic:
         raise ProtocolError("[MQTT-3.3.2-2]", f"topic name {topic!r} must not contain wildcards")
     return topic
@@ -25,6 +27,8 @@ def validate_filter(topic_filter: str) -> str:
     """Return ``topic_filter`` if it is a well-formed filter, else raise ProtocolError."""
     if not topic_filter:
         raise ProtocolError("[MQTT-4.7.3-1]", "topic filter must be at least one character long")
+    if "\x00" in topic_filter:
+        raise ProtocolError("[MQTT-4.7.3-2]", "topic filter must not contain U+0000")
     levels = topic_filter.split("/")
     last = len(levels) - 1
     for index, level in enumerate(levels):
