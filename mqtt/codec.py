@@ -9,10 +9,18 @@ spec rule.
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterator
 
 from .errors import PacketTooLarge, ProtocolError, UnacceptableProtocolLevel
+from .fields import (
+    MAX_REMAINING_LENGTH,
+    U16,
+    FieldReader,
+    decode_utf8,
+    encode_binary,
+    encode_remaining_length,
+    encode_string,
+)
 from .packets import (
     SUBACK_FAILURE,
     Connack,
@@ -35,9 +43,7 @@ from .packets import (
 )
 from .topics import validate_filter, validate_topic_name
 
-MAX_REMAINING_LENGTH = 268_435_455  # four 7-bit bytes (spec 2.2.3)
 SUPPORTED_PROTOCOLS = {"MQTT": 4, "MQIsdp": 3}  # 3.1.1, and 3.1 as mosquitto accepts it
-_U16 = struct.Struct("!H")
 
 PINGREQ_BYTES = b"\xc0\x00"
 PINGRESP_BYTES = b"\xd0\x00"
@@ -54,31 +60,6 @@ _REQUIRED_FLAGS_BY_TYPE[PacketType.PUBLISH] = None
 # Encoding
 
 
-def encode_remaining_length(length: int) -> bytes:
-    if length < 0x80:
-        return bytes((length,))
-    if length > MAX_REMAINING_LENGTH:
-        raise ValueError(f"remaining length {length} exceeds {MAX_REMAINING_LENGTH}")
-    out = bytearray()
-    while True:
-        digit = length & 0x7F
-        length >>= 7
-        if length:
-            out.append(digit | 0x80)
-        else:
-            out.append(digit)
-            return bytes(out)
-
-
-def encode_string(text: str) -> bytes:
-    data = text.encode("utf-8")
-    return _U16.pack(len(data)) + data
-
-
-def encode_binary(data: bytes) -> bytes:
-    return _U16.pack(len(data)) + data
-
-
 def _frame(first_byte: int, body: bytes) -> bytes:
     return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
 
@@ -88,11 +69,11 @@ def encode_publish(
 ) -> bytes:
     """A PUBLISH from already-encoded topic bytes: the one place outgoing PUBLISHes are built."""
     first = 0x30 | (qos << 1) | (0x08 if dup else 0) | (0x01 if retain else 0)
-    topic_field = _U16.pack(len(topic)) + topic
+    topic_field = U16.pack(len(topic)) + topic
     if qos:
         if not packet_id:
             raise ValueError("QoS > 0 PUBLISH needs a non-zero packet id")
-        topic_field += _U16.pack(packet_id)
+        topic_field += U16.pack(packet_id)
     return bytes((first,)) + encode_remaining_length(len(topic_field) + len(payload)) + topic_field + payload
 
 
@@ -109,18 +90,18 @@ def _encode_connect(packet: Connect) -> bytes:
         flags |= 0x40
         payload += encode_binary(packet.password)
     header = encode_string(packet.protocol_name) + bytes((packet.protocol_level, flags))
-    return _frame(0x10, header + _U16.pack(packet.keepalive) + payload)
+    return _frame(0x10, header + U16.pack(packet.keepalive) + payload)
 
 
 def _encode_subscribe(packet: Subscribe) -> bytes:
-    body = _U16.pack(packet.packet_id)
+    body = U16.pack(packet.packet_id)
     for topic_filter, qos in packet.subscriptions:
         body += encode_string(topic_filter) + bytes((qos,))
     return _frame(0x82, body)
 
 
 def _encode_unsubscribe(packet: Unsubscribe) -> bytes:
-    body = _U16.pack(packet.packet_id) + b"".join(encode_string(f) for f in packet.topic_filters)
+    body = U16.pack(packet.packet_id) + b"".join(encode_string(f) for f in packet.topic_filters)
     return _frame(0xA2, body)
 
 
@@ -133,13 +114,13 @@ def encode(packet: Packet) -> bytes:
                 topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id
             )
         case Puback(packet_id=pid):
-            return b"\x40\x02" + _U16.pack(pid)
+            return b"\x40\x02" + U16.pack(pid)
         case Pubrec(packet_id=pid):
-            return b"\x50\x02" + _U16.pack(pid)
+            return b"\x50\x02" + U16.pack(pid)
         case Pubrel(packet_id=pid):
-            return b"\x62\x02" + _U16.pack(pid)
+            return b"\x62\x02" + U16.pack(pid)
         case Pubcomp(packet_id=pid):
-            return b"\x70\x02" + _U16.pack(pid)
+            return b"\x70\x02" + U16.pack(pid)
         case Connect():
             return _encode_connect(packet)
         case Connack(session_present=present, return_code=code):
@@ -147,11 +128,11 @@ def encode(packet: Packet) -> bytes:
         case Subscribe():
             return _encode_subscribe(packet)
         case Suback(packet_id=pid, return_codes=codes):
-            return _frame(0x90, _U16.pack(pid) + bytes(codes))
+            return _frame(0x90, U16.pack(pid) + bytes(codes))
         case Unsubscribe():
             return _encode_unsubscribe(packet)
         case Unsuback(packet_id=pid):
-            return b"\xb0\x02" + _U16.pack(pid)
+            return b"\xb0\x02" + U16.pack(pid)
         case Pingreq():
             return PINGREQ_BYTES
         case Pingresp():
@@ -165,67 +146,13 @@ def encode(packet: Packet) -> bytes:
 # Decoding: fields
 
 
-def decode_utf8(data: bytes | memoryview) -> str:
-    """A UTF-8 string field's text: well-formed [MQTT-1.5.3-1] and without U+0000 [MQTT-1.5.3-2]."""
-    try:
-        text = bytes(data).decode("utf-8")  # strict: also rejects surrogates D800-DFFF
-    except UnicodeDecodeError as error:
-        raise ProtocolError("[MQTT-1.5.3-1]", f"ill-formed UTF-8 string: {error.reason}") from None
-    if "\x00" in text:
-        raise ProtocolError("[MQTT-1.5.3-2]", "UTF-8 string must not contain U+0000")
-    return text
-
-
 def publish_topic(topic_bytes: bytes) -> str:
     """Decode and validate a PUBLISH topic name (shared by Decoder and the broker's fast path)."""
     return validate_topic_name(decode_utf8(topic_bytes))
 
 
-class _Reader:
-    """Sequential field reader over one packet body; running short is a malformed packet."""
-
-    __slots__ = ("data", "pos", "what")
-
-    def __init__(self, data: bytes | memoryview, what: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.what = what
-
-    def remaining(self) -> int:
-        return len(self.data) - self.pos
-
-    def take(self, count: int) -> bytes:
-        if self.remaining() < count:
-            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} is shorter than its fields")
-        start = self.pos
-        self.pos += count
-        return bytes(self.data[start : self.pos])
-
-    def u8(self) -> int:
-        return self.take(1)[0]
-
-    def u16(self) -> int:
-        return _U16.unpack(self.take(2))[0]
-
-    def binary(self) -> bytes:
-        return self.take(self.u16())
-
-    def string(self) -> str:
-        return decode_utf8(self.binary())
-
-    def packet_id(self) -> int:
-        packet_id = self.u16()
-        if packet_id == 0:
-            raise ProtocolError("[MQTT-2.3.1-1]", f"{self.what} packet identifier must be non-zero")
-        return packet_id
-
-    def end(self) -> None:
-        if self.remaining():
-            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} has {self.remaining()} trailing bytes")
-
-
 def _decode_connect(body: bytes | memoryview) -> Connect:
-    reader = _Reader(body, "CONNECT")
+    reader = FieldReader(body, "CONNECT")
     name = reader.string()
     level = reader.u8()
     if name not in SUPPORTED_PROTOCOLS:
@@ -258,7 +185,7 @@ def _decode_connect(body: bytes | memoryview) -> Connect:
 def _decode_publish(first: int, body: bytes | memoryview) -> Publish:
     qos, retain, dup = (first >> 1) & 0x03, bool(first & 0x01), bool(first & 0x08)
     check_publish_flags(qos, dup)
-    reader = _Reader(body, "PUBLISH")
+    reader = FieldReader(body, "PUBLISH")
     topic = publish_topic(reader.binary())
     packet_id = reader.packet_id() if qos else None
     return Publish(topic, reader.take(reader.remaining()), qos, retain, dup, packet_id)
@@ -272,7 +199,7 @@ def check_publish_flags(qos: int, dup: bool) -> None:
 
 
 def _decode_subscribe(body: bytes | memoryview) -> Subscribe:
-    reader = _Reader(body, "SUBSCRIBE")
+    reader = FieldReader(body, "SUBSCRIBE")
     packet_id = reader.packet_id()
     subscriptions = []
     while reader.remaining():
@@ -287,7 +214,7 @@ def _decode_subscribe(body: bytes | memoryview) -> Subscribe:
 
 
 def _decode_unsubscribe(body: bytes | memoryview) -> Unsubscribe:
-    reader = _Reader(body, "UNSUBSCRIBE")
+    reader = FieldReader(body, "UNSUBSCRIBE")
     packet_id = reader.packet_id()
     filters = []
     while reader.remaining():
@@ -298,7 +225,7 @@ def _decode_unsubscribe(body: bytes | memoryview) -> Unsubscribe:
 
 
 def _decode_connack(body: bytes | memoryview) -> Connack:
-    reader = _Reader(body, "CONNACK")
+    reader = FieldReader(body, "CONNACK")
     flags, code = reader.u8(), reader.u8()
     reader.end()
     if flags & 0xFE:
@@ -309,7 +236,7 @@ def _decode_connack(body: bytes | memoryview) -> Connack:
 
 
 def _decode_suback(body: bytes | memoryview) -> Suback:
-    reader = _Reader(body, "SUBACK")
+    reader = FieldReader(body, "SUBACK")
     packet_id = reader.packet_id()
     codes = tuple(reader.take(reader.remaining()))
     if not codes or any(code not in (0, 1, 2, SUBACK_FAILURE) for code in codes):
@@ -373,7 +300,7 @@ def decode_packet(first: int, body: bytes | memoryview) -> Packet:
         return _decode_publish(first, body)
     ack_class = _ACK_CLASSES.get(packet_type)
     if ack_class is not None:
-        reader = _Reader(body, PacketType(packet_type).name)
+        reader = FieldReader(body, PacketType(packet_type).name)
         packet_id = reader.packet_id()
         reader.end()
         return ack_class(packet_id)

@@ -1,0 +1,93 @@
+"""MQTT's field encodings (spec 1.5 and 2.2.3): variable-length integers, strings, binary data.
+
+The codec builds packets from these; a ``FieldReader`` walks one packet body and turns
+running out of bytes, ill-formed UTF-8 and zero packet ids into ``ProtocolError``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import ProtocolError
+
+MAX_REMAINING_LENGTH = 268_435_455  # four 7-bit bytes (spec 2.2.3)
+U16 = struct.Struct("!H")
+
+
+def encode_remaining_length(length: int) -> bytes:
+    if length < 0x80:
+        return bytes((length,))
+    if length > MAX_REMAINING_LENGTH:
+        raise ValueError(f"remaining length {length} exceeds {MAX_REMAINING_LENGTH}")
+    out = bytearray()
+    while True:
+        digit = length & 0x7F
+        length >>= 7
+        if length:
+            out.append(digit | 0x80)
+        else:
+            out.append(digit)
+            return bytes(out)
+
+
+def encode_string(text: str) -> bytes:
+    data = text.encode("utf-8")
+    return U16.pack(len(data)) + data
+
+
+def encode_binary(data: bytes) -> bytes:
+    return U16.pack(len(data)) + data
+
+
+def decode_utf8(data: bytes | memoryview) -> str:
+    """A UTF-8 string field's text: well-formed [MQTT-1.5.3-1] and without U+0000 [MQTT-1.5.3-2]."""
+    try:
+        text = bytes(data).decode("utf-8")  # strict: also rejects surrogates D800-DFFF
+    except UnicodeDecodeError as error:
+        raise ProtocolError("[MQTT-1.5.3-1]", f"ill-formed UTF-8 string: {error.reason}") from None
+    if "\x00" in text:
+        raise ProtocolError("[MQTT-1.5.3-2]", "UTF-8 string must not contain U+0000")
+    return text
+
+
+class FieldReader:
+    """Sequential field reader over one packet body; running short is a malformed packet."""
+
+    __slots__ = ("data", "pos", "what")
+
+    def __init__(self, data: bytes | memoryview, what: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.what = what
+
+    def remaining(self) -> int:
+        return len(self.data) - self.pos
+
+    def take(self, count: int) -> bytes:
+        if self.remaining() < count:
+            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} is shorter than its fields")
+        start = self.pos
+        self.pos += count
+        return bytes(self.data[start : self.pos])
+
+    def u8(self) -> int:
+        return self.take(1)[0]
+
+    def u16(self) -> int:
+        return U16.unpack(self.take(2))[0]
+
+    def binary(self) -> bytes:
+        return self.take(self.u16())
+
+    def string(self) -> str:
+        return decode_utf8(self.binary())
+
+    def packet_id(self) -> int:
+        packet_id = self.u16()
+        if packet_id == 0:
+            raise ProtocolError("[MQTT-2.3.1-1]", f"{self.what} packet identifier must be non-zero")
+        return packet_id
+
+    def end(self) -> None:
+        if self.remaining():
+            raise ProtocolError("[MQTT-2.2.3]", f"{self.what} has {self.remaining()} trailing bytes")
