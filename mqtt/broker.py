@@ -44,6 +44,8 @@ class Broker:
         self.retained: dict[str, Message] = {}
         self.subscriptions = SubscriptionTrie()
         self.dirty: list[Connection] = []
+        # Past max_pending_output QoS 0 is dropped and QoS 1/2 queued; past this, close.
+        self.output_hard_limit = 2 * self.limits.max_pending_output + self.limits.max_packet_size
         self.on_connected: Callable[[Connection], None] | None = None  # telemetry hook
         self._open_policy = type(self.policy) is Policy  # skip the per-message hook call
         self._match_cache: dict[str, dict[Any, int]] = {}

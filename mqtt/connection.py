@@ -136,6 +136,10 @@ class Connection:
     def send(self, data: bytes) -> None:
         self._out.append(data)
         self.output_bytes += len(data)
+        if self.output_bytes > self.broker.output_hard_limit and not self.ended:
+            # Only replies (PUBACK, SUBACK...) can pile up this far: a client that sends but
+            # never reads. Dropping it is the one way to keep its backlog bounded.
+            self.close(f"client is not reading: {self.output_bytes} bytes of output pending", True)
         if not self.dirty:
             self.dirty = True
             self.broker.dirty.append(self)

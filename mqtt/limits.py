@@ -16,7 +16,9 @@ class Limits:
     max_queued_messages: int = 1000  # per session, beyond the in-flight window (mosquitto's default)
     max_queued_bytes: int = 16 << 20  # per session
     queue_qos0: bool = False  # queue QoS 0 for offline persistent sessions (mosquitto: off)
-    max_pending_output: int = 1 << 20  # unsent bytes per live connection before QoS 0 is dropped
+    # Unsent bytes per live connection before QoS 0 is dropped and QoS 1/2 wait in the session
+    # queue; a connection whose backlog passes 2 x this + max_packet_size is closed.
+    max_pending_output: int = 1 << 20
     max_connections: int = 0  # connected clients; 0 means unlimited
     max_qos: int = 2  # highest QoS granted to a subscription
     connect_timeout: float = 30.0  # seconds a socket may stay open without sending CONNECT
