@@ -111,17 +111,27 @@ class Connection:
             out.append(joined)
         return out[0]
 
+    def pending_buffers(self, most: int = 1024) -> list[bytes]:
+        """The queued buffers as they are, for one scatter/gather ``sendmsg`` (at most IOV_MAX)."""
+        return self._out[:most]
+
     def sent(self, count: int) -> None:
-        """The driver wrote ``count`` bytes of ``pending()``; refill from the session queue."""
+        """The driver wrote ``count`` bytes from the front of the output; refill from the session queue."""
         if count <= 0:
             return
-        first = self.pending()
-        if count >= len(first):
-            self._out.clear()
-        else:
-            self._out[0] = first[count:]
+        out = self._out
         self.output_bytes -= count
         self.broker.stats.bytes_sent += count
+        if not self.output_bytes:
+            out.clear()
+        else:
+            whole = 0
+            while count >= len(out[whole]):
+                count -= len(out[whole])
+                whole += 1
+            del out[:whole]
+            if count:
+                out[0] = out[0][count:]
         session = self.session
         if session is not None and session.queue and session.connection is self:
             session.pump()

@@ -45,10 +45,14 @@ def who_listens(port: int) -> str | None:
     return None
 
 
-def open_listener(host: str, port: int, backlog: int) -> socket.socket:
+def open_listener(host: str, port: int, backlog: int, reuseport: bool = False) -> socket.socket:
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     # SO_REUSEADDR lets a restarted server bind while old connections sit in TIME_WAIT.
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuseport:
+        # Several processes may bind the same port; the kernel spreads new connections
+        # across their listeners (the notes' "spawn-fcgi" style, one process per core).
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         listener.bind((host, port))
     except OSError as error:

@@ -49,6 +49,7 @@ class Worker:
         self.connections: dict[int, Connection] = {}
         self.read_buffer = bytearray(server.args.read_chunk)
         self.read_view = memoryview(self.read_buffer)
+        self.writev = server.args.writev
         self.thread = threading.Thread(target=self.run, name=self.name, daemon=True)
 
     def poke(self) -> None:
@@ -110,11 +111,12 @@ class Worker:
         if fd < 0 or self.connections.get(fd) is not connection:
             return
         with self.lock.held(self.name):
-            data = connection.pending()
+            buffers = connection.pending_buffers() if self.writev else [connection.pending()]
         sent = 0
-        if data:
+        if connection.output_bytes:
             try:
-                sent = sock.send(data)  # outside the lock
+                # Outside the lock. Other threads may append meanwhile; sent() trims the front.
+                sent = sock.sendmsg(buffers) if self.writev else sock.send(buffers[0])
             except BlockingIOError:
                 pass
             except OSError as error:

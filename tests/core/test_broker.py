@@ -159,3 +159,21 @@ def test_max_connections_refuses_with_server_unavailable() -> None:
     second.receive(encode(Connect("second")))
     assert take_output(second) == [Connack(False, 3)]
     assert second.wants_close
+
+
+def test_partial_sends_consume_output_across_buffer_boundaries() -> None:
+    broker, _ = make_broker()
+    subscriber = connected(broker, "partial")
+    subscriber.receive(encode(Subscribe(1, (("p", 0),))))
+    take_output(subscriber)
+    publisher = connected(broker, "pub")
+    for index in range(5):
+        publisher.receive(encode(Publish("p", bytes([index]) * 10)))
+    expected = b"".join(subscriber.pending_buffers())
+    received = b""
+    for chunk in (7, 1, 13, 0, 20, 100):  # what successive sends managed to write
+        taken = b"".join(subscriber.pending_buffers())[:chunk]
+        subscriber.sent(len(taken))
+        received += taken
+    assert received == expected
+    assert subscriber.output_bytes == 0 and subscriber.pending() == b""
