@@ -250,7 +250,9 @@ class Broker:
             if connection is None:
                 if self.limits.queue_qos0:
                     session.enqueue(message, 0)
-            elif connection.output_bytes < limit and not connection.wants_close:
+            elif (
+                not (connection.backed_up and connection.output_bytes >= limit) and not connection.wants_close
+            ):
                 connection.send(message.plain())  # live copies carry RETAIN=0 [MQTT-3.3.1-9]
                 stats.messages_sent += 1
             else:

@@ -35,6 +35,7 @@ class Connection:
         "_last_topic",
         "_last_topic_bytes",
         "_out",
+        "backed_up",
         "broker",
         "client_id",
         "close_reason",
@@ -70,7 +71,8 @@ class Connection:
         self._decoder = Decoder(broker.limits.max_packet_size)
         self._out: list[bytes] = []
         self.output_bytes = 0
-        self._last_topic_bytes = b""
+        self.backed_up = False  # the last send left bytes behind: the peer is not keeping up
+        self._last_topic_bytes: bytes | None = None  # None: even an empty topic gets validated
         self._last_topic = ""
 
     def __repr__(self) -> str:
@@ -116,10 +118,15 @@ class Connection:
         return self._out[:most]
 
     def sent(self, count: int) -> None:
-        """The driver wrote ``count`` bytes from the front of the output; refill from the session queue."""
-        if count <= 0:
-            return
+        """The driver's send wrote ``count`` bytes (0 for EAGAIN) from the front of the output.
+
+        Output left over means the socket is backed up: only then do the output limits bite,
+        so a fast subscriber is never throttled for what one busy loop turn queued for it.
+        """
         out = self._out
+        if count <= 0:
+            self.backed_up = bool(out)
+            return
         self.output_bytes -= count
         self.broker.stats.bytes_sent += count
         if not self.output_bytes:
@@ -132,6 +139,7 @@ class Connection:
             del out[:whole]
             if count:
                 out[0] = out[0][count:]
+        self.backed_up = bool(self.output_bytes)
         session = self.session
         if session is not None and session.queue and session.connection is self:
             session.pump()
@@ -146,7 +154,7 @@ class Connection:
     def send(self, data: bytes) -> None:
         self._out.append(data)
         self.output_bytes += len(data)
-        if self.output_bytes > self.broker.output_hard_limit and not self.ended:
+        if self.backed_up and self.output_bytes > self.broker.output_hard_limit and not self.ended:
             # Only replies (PUBACK, SUBACK...) can pile up this far: a client that sends but
             # never reads. Dropping it is the one way to keep its backlog bounded.
             self.close(f"client is not reading: {self.output_bytes} bytes of output pending", True)
@@ -164,6 +172,11 @@ class Connection:
         if not self.dirty:
             self.dirty = True
             self.broker.dirty.append(self)
+
+    @property
+    def congested(self) -> bool:
+        """Backed up and past max_pending_output: QoS 0 is dropped, QoS 1/2 wait in the session."""
+        return self.backed_up and self.output_bytes >= self.broker.limits.max_pending_output
 
     def deadline(self) -> float | None:
         """When this connection expires: CONNECT timeout, or 1.5 x keepalive [MQTT-3.1.2-24]."""

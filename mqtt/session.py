@@ -70,7 +70,7 @@ class Session:
             connection is None
             or self.queue
             or len(self.inflight) >= self.limits.max_inflight
-            or connection.output_bytes >= self.limits.max_pending_output
+            or connection.congested
         ):
             self.enqueue(message, qos)
         else:
@@ -97,7 +97,7 @@ class Session:
             queue
             and connection is not None
             and len(self.inflight) < limits.max_inflight
-            and connection.output_bytes < limits.max_pending_output
+            and not connection.congested
         ):
             message, qos = queue.popleft()
             self.queued_bytes -= message.size

@@ -79,6 +79,17 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         default=defaults.sys_interval,
         help="seconds between $SYS publications, 0 = off",
     )
+    limits.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=defaults.connect_timeout,
+        help=f"seconds a socket may stay open before its CONNECT (default {defaults.connect_timeout:g})",
+    )
+    limits.add_argument(
+        "--queue-qos0",
+        action="store_true",
+        help="queue QoS 0 messages for offline persistent sessions (mosquitto: off)",
+    )
     return parser
 
 
@@ -91,6 +102,8 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
         max_queued_bytes=args.max_queued_bytes,
         max_pending_output=args.max_pending_output,
         sys_interval=args.sys_interval,
+        connect_timeout=args.connect_timeout,
+        queue_qos0=args.queue_qos0,
     )
 
 
@@ -219,7 +232,7 @@ class BaseServer:
             try:
                 connection.sent(self.send_pending(connection))
             except BlockingIOError:
-                pass
+                connection.sent(0)  # EAGAIN: the socket is backed up
             except OSError as error:
                 self.close_connection(fd, f"send failed: {error.strerror}")
                 return

@@ -44,7 +44,7 @@ class Worker:
         self.epoll = select.epoll()
         self.wakeup = os.eventfd(0, os.EFD_NONBLOCK)  # others write to it to end our epoll_wait
         self.epoll.register(self.wakeup, select.EPOLLIN)
-        self.inbox: deque[socket.socket] = deque()  # new sockets from the boss
+        self.inbox: deque[tuple[socket.socket, str]] = deque()  # (socket, peer) from the boss
         self.to_flush: set[Connection] = set()  # our connections with output, filled under the lock
         self.connections: dict[int, Connection] = {}
         self.read_buffer = bytearray(server.args.read_chunk)
@@ -72,8 +72,7 @@ class Worker:
 
     def adopt(self) -> None:
         while self.inbox:
-            sock = self.inbox.popleft()
-            peer = "{}:{}".format(*sock.getpeername()[:2])
+            sock, peer = self.inbox.popleft()
             with self.lock.held(self.name):
                 connection = self.server.broker.open(peer, tag=sock)
                 self.server.owner[connection] = self
@@ -177,7 +176,7 @@ class ThreadedServer(BaseServer):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         worker = self.workers[self.next_worker]
         self.next_worker = (self.next_worker + 1) % len(self.workers)
-        worker.inbox.append(sock)
+        worker.inbox.append((sock, peer))  # the peer as accept() saw it: it may reset before adoption
         worker.poke()
         if self.telemetry:
             self.telemetry.emit("accept", fd=sock.fileno(), peer=peer)

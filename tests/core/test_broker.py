@@ -100,6 +100,8 @@ def test_client_that_never_reads_its_acks_is_closed_at_the_hard_output_limit() -
     broker, _ = make_broker(max_pending_output=1024, max_packet_size=1024)
     flooder = connected(broker, "flooder")
     publish = encode(Publish("t", b"x", qos=1, packet_id=1))
+    flooder.receive(publish)
+    flooder.sent(0)  # the driver's send met EAGAIN: from now on the client counts as not reading
     for _ in range(800):  # 800 PUBACKs of 4 bytes = 3,200 bytes > 2 x 1024 + 1024
         flooder.receive(publish)
         if flooder.wants_close:
@@ -145,7 +147,9 @@ def test_qos0_to_a_backed_up_connection_is_dropped_and_counted() -> None:
     slow.receive(encode(Subscribe(1, (("f", 0),))))
     take_output(slow)
     publisher = connected(broker, "pub")
-    for _ in range(20):
+    publisher.receive(encode(Publish("f", b"y" * 20)))
+    slow.sent(0)  # EAGAIN: the subscriber's socket is backed up
+    for _ in range(19):
         publisher.receive(encode(Publish("f", b"y" * 20)))
     assert slow.output_bytes < 100 + 30
     assert broker.stats.publish_dropped > 0
@@ -177,3 +181,15 @@ def test_partial_sends_consume_output_across_buffer_boundaries() -> None:
         received += taken
     assert received == expected
     assert subscriber.output_bytes == 0 and subscriber.pending() == b""
+
+
+def test_a_subscriber_that_keeps_up_is_not_throttled_by_one_busy_turn() -> None:
+    broker, _ = make_broker(max_pending_output=100)
+    fast = connected(broker, "fast")
+    fast.receive(encode(Subscribe(1, (("f", 0),))))
+    take_output(fast)
+    publisher = connected(broker, "pub")
+    for _ in range(50):  # 50 x 25 bytes queued in one turn, far past max_pending_output
+        publisher.receive(encode(Publish("f", b"y" * 20)))
+    assert len(take_output(fast)) == 50
+    assert broker.stats.publish_dropped == 0
