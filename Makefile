@@ -22,8 +22,13 @@ setup: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
+# In a terminal: the broker with the TUI attached. Piped or in CI: the plain broker and its log.
 run: $(STAMP)
-	$(BIN)/python -m servers.epoll_lt --port $(PORT) $(ARGS)
+	@if [ -t 0 ] && [ -t 1 ]; then \
+		$(BIN)/python -m tui --run epoll_lt --port $(PORT) -- $(ARGS); \
+	else \
+		$(BIN)/python -m servers.epoll_lt --port $(PORT) $(ARGS); \
+	fi
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m ruff check .
