@@ -24,7 +24,7 @@ from mqtt.connection import Connection
 from mqtt.limits import Limits
 
 from .listener import SpareFd, open_listener, peer_name, raise_fd_limit
-from .telemetry import TelemetryEmitter
+from .telemetry import FLUSH_INTERVAL, TelemetryEmitter
 
 log = logging.getLogger("server")
 
@@ -33,8 +33,12 @@ EVENT_READ, EVENT_WRITE, EVENT_ERROR, EVENT_HANGUP = 0x001, 0x004, 0x008, 0x010
 READABLE = EVENT_READ | EVENT_ERROR | EVENT_HANGUP  # errors and hangups surface through recv
 
 
-class Shutdown(Exception):
-    """Raised by the SIGINT/SIGTERM handler to unwind the loop from inside its wait call."""
+class Shutdown(BaseException):
+    """Raised by the SIGINT/SIGTERM handler to unwind the loop from inside its wait call.
+
+    A BaseException, like KeyboardInterrupt, so that no ``except Exception`` on the way
+    (logging's handlers have one) can swallow it.
+    """
 
 
 def build_parser(description: str) -> argparse.ArgumentParser:
@@ -182,7 +186,8 @@ class BaseServer:
             return False
         except OSError as error:
             if error.errno in (errno.EMFILE, errno.ENFILE):
-                self.spare.shed(self.listener)
+                if not self.spare.shed(self.listener):
+                    return False  # nobody was waiting after all: stop accepting for now
                 self.refuse(f"out of file descriptors ({os.strerror(error.errno)}): raise ulimit -n")
                 return True
             if error.errno in (errno.ECONNABORTED, errno.EPROTO):
@@ -297,13 +302,25 @@ class BaseServer:
         now = time.monotonic()
         deadline = self.broker.tick(now)
         self.flush_dirty()
-        if self.telemetry:
-            self.telemetry.flush()
-        return None if deadline is None else max(0.0, deadline - now)
+        timeout = None if deadline is None else max(0.0, deadline - now)
+        if self.telemetry and self.telemetry.flush_if_due(now):
+            # Lines are still buffered: come back soon to send them rather than sleep on them.
+            timeout = FLUSH_INTERVAL if timeout is None else min(timeout, FLUSH_INTERVAL)
+        return timeout
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def run(self) -> int:
+        try:
+            self.announce()
+            self.serve_forever()
+        except Shutdown:
+            pass
+        finally:
+            self.shutdown()
+        return 0
+
+    def announce(self) -> None:
         host, port = self.listener.getsockname()[:2]
         print(f"listening on {host}:{port}", flush=True)
         print(
@@ -314,13 +331,6 @@ class BaseServer:
             file=sys.stderr,
             flush=True,
         )
-        try:
-            self.serve_forever()
-        except Shutdown:
-            pass
-        finally:
-            self.shutdown()
-        return 0
 
     def shutdown(self) -> None:
         for fd in list(self.connections):
@@ -353,7 +363,10 @@ def main(
         format="%(asctime)s %(message)s",
         stream=sys.stderr,
     )
-    server = server_class(args)
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
+    try:
+        server = server_class(args)
+    except Shutdown:
+        return 0  # stopped while still starting: nothing to clean up yet
     return server.run()

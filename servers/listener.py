@@ -78,19 +78,26 @@ class SpareFd:
     def __init__(self) -> None:
         self.fd: int | None = os.open("/dev/null", os.O_RDONLY)
 
-    def shed(self, listener: socket.socket) -> None:
+    def shed(self, listener: socket.socket) -> bool:
+        """Accept and drop one waiting connection; False if none was waiting.
+
+        At the limit accept() fails with EMFILE before it even looks at the backlog (the
+        kernel reserves the new fd first), so only this accept tells whether anyone waits.
+        """
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
         try:
             connection, _ = listener.accept()
             connection.close()
+            shed = True
         except OSError:
-            pass
+            shed = False  # EAGAIN: the backlog was empty after all
         try:
             self.fd = os.open("/dev/null", os.O_RDONLY)
         except OSError:
             self.fd = None  # still exhausted; the next shed retries
+        return shed
 
 
 def peer_name(address: tuple) -> str:

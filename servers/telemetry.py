@@ -11,7 +11,8 @@ Every event has ``v`` (1), ``t`` (monotonic seconds) and ``k`` (kind). Kinds and
   refuse  reason                           an accept that could not be kept (EMFILE, FD_SETSIZE)
   wait    variant, mode, call, blocked_s,  one wait call: mode is select/poll/LT/ET, ``ready``
           ready [[fd, mask], ...],         the ready list (split across several events, with
-          watched, part, parts             ``part``/``parts``, when long), ``watched`` the fd count
+          watched, part, parts,            ``part``/``parts``, when long), ``watched`` the fd count;
+          thread (threaded variants)       ``thread`` names the worker whose epoll_wait it was
   lock    thread, tid, wait_s, hold_s,     one acquisition of the core's lock; ``across_recv`` is
           across_recv                      true when the holder did socket I/O inside it
   queue   depth                            the boss->worker hand-off queue's depth
@@ -29,6 +30,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 MAX_DATAGRAM = 60_000  # bytes; under the 64 KiB datagram limit with room to spare
 READY_PER_EVENT = 2_000  # [fd, mask] pairs per wait event; ~20 bytes each
+# A consumer's datagram queue is short (net.unix.max_dgram_qlen is 10 here), so a server doing
+# thousands of loop turns a second must batch several turns per datagram: at most one
+# datagram per FLUSH_INTERVAL, unless MAX_DATAGRAM bytes pile up first.
+FLUSH_INTERVAL = 0.002  # seconds
 
 
 def socket_name(port: int) -> str:
@@ -47,6 +52,7 @@ class TelemetryEmitter:
         self._lock = threading.Lock()  # the threaded variants emit from several threads
         self._lines: list[str] = []
         self._size = 0
+        self._last_flush = 0.0
 
     def emit(self, kind: str, **fields: Any) -> None:
         line = json.dumps({"v": SCHEMA_VERSION, "t": round(time.monotonic(), 6), "k": kind, **fields})
@@ -58,8 +64,16 @@ class TelemetryEmitter:
             self.flush()
 
     def emit_wait(
-        self, variant: str, mode: str, call: int, blocked_s: float, ready: list[tuple[int, int]], watched: int
+        self,
+        variant: str,
+        mode: str,
+        call: int,
+        blocked_s: float,
+        ready: list[tuple[int, int]],
+        watched: int,
+        thread: str | None = None,
     ) -> None:
+        extra = {"thread": thread} if thread else {}
         parts = max(1, -(-len(ready) // READY_PER_EVENT))
         for part in range(parts):
             chunk = ready[part * READY_PER_EVENT : (part + 1) * READY_PER_EVENT]
@@ -73,11 +87,19 @@ class TelemetryEmitter:
                 watched=watched,
                 part=part,
                 parts=parts,
+                **extra,
             )
+
+    def flush_if_due(self, now: float) -> bool:
+        """Flush if FLUSH_INTERVAL has passed since the last flush; True if lines stay buffered."""
+        if now - self._last_flush >= FLUSH_INTERVAL:
+            self.flush()
+        return bool(self._lines)
 
     def flush(self) -> None:
         with self._lock:
             lines, self._lines, self._size = self._lines, [], 0
+            self._last_flush = time.monotonic()
         if not lines:
             return
         datagram: list[str] = []

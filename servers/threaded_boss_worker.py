@@ -57,8 +57,24 @@ class Worker:
 
     def run(self) -> None:
         name_this_thread(self.name)
+        telemetry = self.server.telemetry
+        calls = 0
         while not self.server.stopping:
-            for fd, events in self.epoll.poll(WAKE_INTERVAL):
+            started = time.monotonic()
+            ready = self.epoll.poll(WAKE_INTERVAL)
+            if telemetry:
+                calls += 1
+                blocked = time.monotonic() - started
+                telemetry.emit_wait(
+                    self.server.variant,
+                    "ET",
+                    calls,
+                    blocked,
+                    ready,
+                    len(self.connections) + 1,
+                    thread=self.name,
+                )
+            for fd, events in ready:
                 if fd == self.wakeup:
                     with contextlib.suppress(BlockingIOError):
                         os.eventfd_read(self.wakeup)
@@ -176,12 +192,13 @@ class ThreadedServer(BaseServer):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         worker = self.workers[self.next_worker]
         self.next_worker = (self.next_worker + 1) % len(self.workers)
+        fd = sock.fileno()
+        if self.telemetry:  # before the hand-off, so 'accept' always precedes the worker's 'conn'
+            self.telemetry.emit("accept", fd=fd, peer=peer)
+            self.telemetry.emit("queue", depth=len(worker.inbox) + 1, worker=worker.name)
         worker.inbox.append((sock, peer))  # the peer as accept() saw it: it may reset before adoption
         worker.poke()
-        if self.telemetry:
-            self.telemetry.emit("accept", fd=sock.fileno(), peer=peer)
-            self.telemetry.emit("queue", depth=len(worker.inbox), worker=worker.name)
-        return sock.fileno()
+        return fd
 
     def serve_forever(self) -> None:
         name_this_thread("boss")

@@ -8,7 +8,6 @@ socket's inode from sock_diag, matched against ``/proc/*/fd`` links.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -19,19 +18,14 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
+from tui.child import die_with_parent
 from tui.sources.epoll_fdinfo import socket_inodes
 from tui.sources.tcp_states import tcp_sockets
 
 VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PR_SET_PDEATHSIG = 1  # include/uapi/linux/prctl.h
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM if the TUI dies without stopping us (e.g. SIGKILL)."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class LaunchedServer:
@@ -54,7 +48,7 @@ class LaunchedServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a terminal's Ctrl-C goes to the TUI, which then stops us
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
         self.host, self.port = self._await_listening()
 

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from tui.child import die_with_parent
+
 CAP_NET_RAW = 13  # include/uapi/linux/capability.h: needed for an AF_PACKET socket
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STOP_GRACE_SECONDS = 2.0
@@ -109,6 +111,7 @@ class PacketCapture:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,  # failures arrive as {"error": ...} lines instead
             env=environment,
+            preexec_fn=die_with_parent,  # no orphaned capture if the TUI is killed
         )
         self._pipe = self._child.stdout
         assert self._pipe is not None
