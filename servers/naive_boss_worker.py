@@ -23,7 +23,7 @@ import time
 from collections import deque
 
 from .common import BaseServer
-from .threading_tools import name_this_thread
+from .threading_tools import TimedLock, name_this_thread
 
 CLIENT_FLAGS = select.EPOLLIN | select.EPOLLONESHOT  # one hand-off per readiness until re-armed
 
@@ -34,7 +34,8 @@ class NaiveServer(BaseServer):
 
     def __init__(self, args: argparse.Namespace) -> None:
         super().__init__(args)
-        self.mutex = threading.Lock()
+        self.timed = TimedLock(self.telemetry)  # for its telemetry; the flaw needs the bare mutex
+        self.mutex = self.timed.lock
         self.not_empty = threading.Condition(self.mutex)
         self.not_full = threading.Condition(self.mutex)
         self.ready_fds: deque[tuple[int, int]] = deque()  # (fd, events) handed from boss to workers
@@ -84,7 +85,7 @@ class NaiveServer(BaseServer):
                         self.not_full.wait()
                     self.ready_fds.append((fd, events))
                     self.not_empty.notify()
-                self.report("boss", acquired - asked, time.monotonic() - acquired, across_io=True)
+                self.report("boss", acquired - asked, time.monotonic() - acquired)
             if self.telemetry:
                 self.telemetry.flush()
 
@@ -105,18 +106,11 @@ class NaiveServer(BaseServer):
                 self.flush_dirty()  # ... and every send too
                 if fd in self.connections:
                     self.rearm(fd)
-                self.report(name, lock_wait, time.monotonic() - acquired, across_io=True)
+                self.report(name, lock_wait, time.monotonic() - acquired)
 
-    def report(self, thread: str, wait_s: float, hold_s: float, across_io: bool) -> None:
+    def report(self, thread: str, wait_s: float, hold_s: float) -> None:
         if self.telemetry:
-            self.telemetry.emit(
-                "lock",
-                thread=thread,
-                tid=threading.get_native_id(),
-                wait_s=round(wait_s, 7),
-                hold_s=round(hold_s, 7),
-                across_recv=across_io,
-            )
+            self.timed.report(thread, wait_s, hold_s, across_recv=True)
             self.telemetry.emit("queue", depth=len(self.ready_fds))
 
     def shutdown(self) -> None:

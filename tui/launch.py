@@ -18,6 +18,7 @@ import time
 from importlib.util import find_spec
 from pathlib import Path
 
+from servers.process import parse_listening, stop_process
 from tui.child import die_with_parent
 from tui.sources.epoll_fdinfo import socket_inodes
 from tui.sources.tcp_states import tcp_sockets
@@ -60,9 +61,9 @@ class LaunchedServer:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             for line in self.output().splitlines():
-                if line.startswith("listening on "):
-                    host, port = line.split()[-1].rsplit(":", 1)
-                    return host, int(port)
+                address = parse_listening(line)
+                if address:
+                    return address
             if self.process.poll() is not None:
                 break
             time.sleep(0.02)  # polling the log file; the deadline bounds the wait
@@ -82,13 +83,7 @@ class LaunchedServer:
         return f"server exited with status {code} (log: {self.log.name})"
 
     def stop(self) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT_S)
         self.log.close()
         return self.process.returncode
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import resource
 import select
-import signal
 import subprocess
 import sys
 import tempfile
@@ -23,10 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from servers.process import parse_listening, stop_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker", "broker")
 REFERENCE_BROKERS = ("mosquitto", "amqtt", "aedes")
-LISTENING = re.compile(r"^listening on (\S+):(\d+)\s*$")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -117,13 +116,7 @@ class Broker:
         """SIGTERM by pid, then SIGKILL after ``grace`` seconds; the exit code (None if not ours)."""
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(grace)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, grace)
         for path in [*self.temp_paths, *([self.stderr_path] if self.stderr_path else [])]:
             path.unlink(missing_ok=True)
         return self.process.returncode
@@ -160,9 +153,9 @@ def await_listening(broker: Broker, timeout: float = 15.0) -> Broker:
         for line in lines:
             text = line.decode(errors="replace")
             broker.output_tail.append(text + "\n")
-            match = LISTENING.match(text)
-            if match:
-                broker.address = (match.group(1), int(match.group(2)))
+            address = parse_listening(text)
+            if address:
+                broker.address = address
                 _drain_in_background(broker)
                 return broker
     broker.stop()

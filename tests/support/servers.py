@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from importlib.util import find_spec
 from pathlib import Path
+
+from servers.process import parse_listening, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker")
@@ -43,9 +44,9 @@ class ServerProcess:
             readable, _, _ = select.select([self.process.stdout], [], [], 0.1)
             if readable:
                 line = self.process.stdout.readline()
-                if line.startswith("listening on "):
-                    host, port = line.split()[-1].rsplit(":", 1)
-                    return host, int(port)
+                address = parse_listening(line)
+                if address:
+                    return address
                 if not line and self.process.poll() is not None:
                     break
         self.stop()
@@ -63,13 +64,7 @@ class ServerProcess:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.log.close()
