@@ -117,16 +117,19 @@ class Connection:
         """The queued buffers as they are, for one scatter/gather ``sendmsg`` (at most IOV_MAX)."""
         return self._out[:most]
 
-    def sent(self, count: int) -> None:
+    def sent(self, count: int, offered: int | None = None) -> None:
         """The driver's send wrote ``count`` bytes (0 for EAGAIN) from the front of the output.
 
-        Output left over means the socket is backed up: only then do the output limits bite,
-        so a fast subscriber is never throttled for what one busy loop turn queued for it.
+        A short send means the socket is backed up: only then do the output limits bite, so a
+        fast subscriber is never throttled for what one busy loop turn queued for it.
+        ``offered`` is how many bytes the send was given, for a threaded driver whose other
+        threads may append output meanwhile; by default, everything that was pending.
         """
         out = self._out
         if count <= 0:
             self.backed_up = bool(out)
             return
+        short = count < offered if offered is not None else count < self.output_bytes
         self.output_bytes -= count
         self.broker.stats.bytes_sent += count
         if not self.output_bytes:
@@ -139,7 +142,7 @@ class Connection:
             del out[:whole]
             if count:
                 out[0] = out[0][count:]
-        self.backed_up = bool(self.output_bytes)
+        self.backed_up = short
         session = self.session
         if session is not None and session.queue and session.connection is self:
             session.pump()

@@ -127,6 +127,7 @@ class Worker:
             return
         with self.lock.held(self.name):
             buffers = connection.pending_buffers() if self.writev else [connection.pending()]
+            offered = sum(map(len, buffers))
         sent = 0
         if connection.output_bytes:
             try:
@@ -138,7 +139,7 @@ class Worker:
                 self.close(fd, f"send failed: {error.strerror}")
                 return
         with self.lock.held(self.name):
-            connection.sent(sent)
+            connection.sent(sent, offered)
             self.server.route_dirty(self)  # sent() may refill from the session queue
         if connection.wants_close:
             self.close(fd, connection.close_reason)
