@@ -32,7 +32,8 @@ class Lab:
         console.print(f"\n[bold cyan]Step {self.step_number}.[/] {text}")
 
     def say(self, text: str) -> None:
-        console.print(f"  {text}")
+        """Print a line as it is: brackets in command output are not rich markup."""
+        console.print(f"  {text}", markup=False)
 
     def check(self, passed: bool, claim: str) -> bool:
         """One self-check: a claim the learner should now be able to see for themselves."""
@@ -64,4 +65,3 @@ def running_server(variant: str, *server_args: str) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
-

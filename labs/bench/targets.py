@@ -141,13 +141,27 @@ def spawn(name: str, command: list[str], env: dict[str, str] | None = None) -> B
 
 def await_listening(broker: Broker, timeout: float = 15.0) -> Broker:
     """Read stdout until the contract's ``listening on HOST:PORT`` line, then keep draining it."""
+    try:
+        address = _read_until_listening(broker, timeout)
+    except BaseException:
+        broker.stop()  # e.g. Ctrl-C while it starts: never leave the process behind
+        raise
+    if address is None:
+        broker.stop()
+        raise BrokerFailed(f"{broker.name} printed no 'listening on HOST:PORT' line: {broker.diagnostics()}")
+    broker.address = address
+    _drain_in_background(broker)
+    return broker
+
+
+def _read_until_listening(broker: Broker, timeout: float) -> tuple[str, int] | None:
     assert broker.process and broker.process.stdout
     stdout, deadline, pending = broker.process.stdout, time.monotonic() + timeout, b""
     while time.monotonic() < deadline:
         ready, _, _ = select.select([stdout], [], [], 0.1)
         chunk = os.read(stdout.fileno(), 4096) if ready else b""
         if ready and not chunk:
-            break  # EOF: the process exited
+            return None  # EOF: the process exited
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
@@ -155,11 +169,8 @@ def await_listening(broker: Broker, timeout: float = 15.0) -> Broker:
             broker.output_tail.append(text + "\n")
             address = parse_listening(text)
             if address:
-                broker.address = address
-                _drain_in_background(broker)
-                return broker
-    broker.stop()
-    raise BrokerFailed(f"{broker.name} printed no 'listening on HOST:PORT' line: {broker.diagnostics()}")
+                return address
+    return None
 
 
 def _drain_in_background(broker: Broker) -> None:

@@ -1,0 +1,220 @@
+"""Lab 03: what one wait call costs with N idle fds and one active one, for select, poll and epoll.
+
+SEED-NOTES §8: select and poll hand the kernel the whole interest set on every call and it
+scans all of it, so their cost grows with N; epoll keeps the set in the kernel and returns
+only the ready fds, so its cost stays flat. No MQTT here: just the three syscalls, timed.
+"""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# The folder name has dashes, so this file runs as a script, not a module: put the repo root
+# on sys.path so that ``labs`` imports from this checkout.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from rich.markup import escape
+from rich.table import Table
+
+from labs.bench.targets import REPO_ROOT
+from labs.lab import Lab, console, lab_arguments
+
+SIZES = (10, 100, 1_000, 10_000)
+SELECT_MAX = 1_000  # select() cannot watch an fd >= FD_SETSIZE (1024); CPython raises ValueError
+METHODS = ("select", "poll", "epoll")
+COMPARE = [
+    "labs/compare.py",
+    "--quick",
+    "--only",
+    "select_srv,poll_srv,epoll_lt,idle-scaling",
+    "--idle-points",
+    "0,100,1000,5000",
+    "--no-plots",
+]
+
+
+class Watched:
+    """``idle`` sockets nobody writes to, plus one with a byte waiting: the fd every call must return.
+
+    Idle fds are both ends of idle socketpairs (one pair, two watched fds), so 10,000 of them
+    fit under this machine's 20,000-fd limit.
+    """
+
+    def __init__(self, idle: int) -> None:
+        self.pairs = [socket.socketpair() for _ in range(idle // 2)]
+        self.idle_fds = [sock.fileno() for pair in self.pairs for sock in pair]
+        self.sender, self.receiver = socket.socketpair()
+        self.sender.send(b"!")  # never read: the receiver stays readable for every call
+        self.active = self.receiver.fileno()
+        self.fds = [*self.idle_fds, self.active]
+
+    def close(self) -> None:
+        for sock in [self.sender, self.receiver, *(sock for pair in self.pairs for sock in pair)]:
+            sock.close()
+
+
+def waiters(watched: Watched) -> dict[str, Callable[[], list[int]]]:
+    """One zero-timeout wait per method, each returning the ready fds; interest sets built once."""
+    fds = watched.fds
+    poller = select.poll()
+    epoll = select.epoll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)  # kept in user space, copied in by every poll()
+        epoll.register(fd, select.EPOLLIN)  # copied into the kernel once, here
+    calls: dict[str, Callable[[], list[int]]] = {
+        "poll": lambda: [fd for fd, _ in poller.poll(0)],
+        "epoll": lambda: [fd for fd, _ in epoll.poll(0)],
+    }
+    if max(fds) < 1024:  # FD_SETSIZE
+        calls["select"] = lambda: select.select(fds, [], [], 0)[0]
+    return calls
+
+
+def time_per_call(call: Callable[[], list[int]], batch_seconds: float) -> float:
+    """Microseconds per call: the best of five batches, each long enough to time reliably."""
+    calls = 1
+    while True:  # grow the batch until it takes batch_seconds
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        elapsed = time.perf_counter() - started
+        if elapsed >= batch_seconds:
+            break
+        calls *= 2
+    best = elapsed / calls
+    for _ in range(4):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        best = min(best, (time.perf_counter() - started) / calls)
+    return best * 1e6
+
+
+def measure(lab: Lab, batch_seconds: float) -> dict[int, dict[str, float]]:
+    lab.step("Time one wait call (timeout 0) with N idle fds and one readable fd.")
+    lab.say("each call must return exactly the one readable fd; µs per call, best of 5 batches")
+    results: dict[int, dict[str, float]] = {}
+    all_correct = True
+    for size in SIZES:
+        watched = Watched(size)
+        try:
+            calls = waiters(watched)
+            results[size] = {}
+            for method, call in calls.items():
+                all_correct &= call() == [watched.active]
+                results[size][method] = time_per_call(call, batch_seconds)
+        finally:
+            watched.close()
+    lab.check(all_correct, "select, poll and epoll each returned exactly the active fd")
+    return results
+
+
+def show_table(results: dict[int, dict[str, float]]) -> None:
+    table = Table(title="µs per wait call (N idle fds + 1 readable)", title_justify="left")
+    table.add_column("idle fds N", justify="right")
+    for method in METHODS:
+        table.add_column(f"{method}()", justify="right")
+    table.add_column("poll / epoll", justify="right")
+    for size, row in results.items():
+        cells = [f"{row[method]:,.1f}" if method in row else "ValueError" for method in METHODS]
+        table.add_row(f"{size:,}", *cells, f"{row['poll'] / row['epoll']:,.1f}×")
+    console.print(table)
+
+
+def select_limit(lab: Lab) -> None:
+    lab.step("select() and an fd of 1024 or more: FD_SETSIZE is a compile-time bitmap size.")
+    watched = Watched(1_100)
+    try:
+        high = max(watched.fds)
+        lab.say(f">>> select.select([{high}], [], [], 0)")
+        try:
+            select.select([high], [], [], 0)
+            raised = ""
+        except ValueError as error:
+            raised = str(error)
+        lab.say(f"ValueError: {raised}" if raised else "(no error)")
+    finally:
+        watched.close()
+    lab.check(bool(raised), f"select() refuses fd {high}: it cannot watch fds ≥ 1024")
+
+
+def verdicts(lab: Lab, results: dict[int, dict[str, float]]) -> None:
+    lab.step("Read the table: who grows with N, who stays flat?")
+    small, large = results[SIZES[0]], results[SIZES[-1]]
+    select_small, select_large = small["select"], results[SELECT_MAX]["select"]
+    lab.check(
+        select_large > 5 * select_small,
+        f"select grows with N: {select_small:.1f} µs at {SIZES[0]} → {select_large:.1f} µs at {SELECT_MAX:,}",
+    )
+    lab.check(
+        large["poll"] > 5 * small["poll"],
+        f"poll grows with N: {small['poll']:.1f} µs at {SIZES[0]} → {large['poll']:.1f} µs at {SIZES[-1]:,}",
+    )
+    lab.check(
+        large["epoll"] < 3 * small["epoll"],
+        f"epoll stays flat: {small['epoll']:.2f} µs at {SIZES[0]} → {large['epoll']:.2f} µs at {SIZES[-1]:,}",
+    )
+    ratio = large["poll"] / large["epoll"]
+    lab.check(ratio > 5, f"at N = {SIZES[-1]:,} epoll is {ratio:,.0f}× cheaper than poll (> 5× required)")
+
+
+def with_brokers(lab: Lab, quick: bool) -> None:
+    lab.step("The same curve with real brokers: labs/compare.py's idle-scaling scenario.")
+    lab.say(f"$ .venv/bin/python {' '.join(COMPARE[:4])} \\")
+    lab.say(f"      {' '.join(COMPARE[4:])}")
+    if quick:
+        lab.say("(skipped under --quick: it takes about 30 s; the README shows a captured run)")
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        report = Path(scratch) / "idle.json"
+        completed = subprocess.run(
+            [sys.executable, *COMPARE, "--json", str(report)],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+        rows = json.loads(report.read_text())["results"] if report.exists() else []
+    lines = completed.stdout.splitlines()
+    start = next((index for index, line in enumerate(lines) if line.startswith("idle-scaling")), 0)
+    for line in lines[start:]:
+        if not line.startswith("JSON:"):  # our temporary file, gone by now
+            console.print(escape(line), soft_wrap=True)
+    lab.check(
+        completed.returncode == 0, "compare.py ran clean (exit 0): no lost, duplicated or reordered message"
+    )
+    cost = {
+        (row["target"], row["params"]["idle"]): row["cpu_us_per_msg"]
+        for row in rows
+        if row["scenario"] == "idle-scaling" and row["status"] == "ok"
+    }
+    most = max(idle for _, idle in cost)
+    poll_grows = cost[("poll_srv", most)] > 5 * cost[("poll_srv", 0)]
+    epoll_flat = cost[("epoll_lt", most)] < 3 * cost[("epoll_lt", 0)]
+    lab.check(poll_grows, f"poll_srv's CPU per message grows more than 5× from 0 to {most:,} idle clients")
+    lab.check(epoll_flat, f"epoll_lt's stays within 3× from 0 to {most:,} idle clients")
+
+
+def main() -> int:
+    parser = lab_arguments(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    lab = Lab("Lab 03: select vs poll vs epoll, one wait call at a time")
+    results = measure(lab, 0.01 if args.quick else 0.05)
+    show_table(results)
+    select_limit(lab)
+    verdicts(lab, results)
+    with_brokers(lab, args.quick)
+    return lab.finish()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
