@@ -116,7 +116,6 @@ class Broker:
         existing = self.sessions.get(client_id)
         taking_over = existing is not None and existing.connection is not None
         if limit and self.stats.clients_connected >= limit and not taking_over:
-            self.stats.connections_refused += 1
             connection.refuse(ConnackCode.SERVER_UNAVAILABLE, f"refused: max_connections {limit} reached")
             return
         if existing is not None and existing.connection is not None:
@@ -250,6 +249,7 @@ class Broker:
             if connection is None:
                 if self.limits.queue_qos0:
                     session.enqueue(message, 0)
+            # Connection.congested, inlined: this branch runs once per QoS 0 delivery.
             elif (
                 not (connection.backed_up and connection.output_bytes >= limit) and not connection.wants_close
             ):

@@ -50,10 +50,10 @@ PINGRESP_BYTES = b"\xd0\x00"
 DISCONNECT_BYTES = b"\xe0\x00"
 
 # Fixed-header flag nibble each type must carry (spec 2.2.2, [MQTT-2.2.2-1/2]); PUBLISH varies.
-_REQUIRED_FLAGS = {t: 0 for t in PacketType}
-_REQUIRED_FLAGS.update({PacketType.PUBREL: 2, PacketType.SUBSCRIBE: 2, PacketType.UNSUBSCRIBE: 2})
-_REQUIRED_FLAGS_BY_TYPE = [None, *(_REQUIRED_FLAGS[PacketType(t)] for t in range(1, 15)), None]
-_REQUIRED_FLAGS_BY_TYPE[PacketType.PUBLISH] = None
+_REQUIRED_FLAGS: list[int | None] = [0] * 16  # indexed by packet type; types 0 and 15 are reserved
+_REQUIRED_FLAGS[PacketType.PUBLISH] = None  # DUP, QoS and RETAIN: checked by check_publish_flags
+for _packet_type in (PacketType.PUBREL, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE):
+    _REQUIRED_FLAGS[_packet_type] = 2
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,8 +183,8 @@ def _decode_connect(body: bytes | memoryview) -> Connect:
 
 
 def _decode_publish(first: int, body: bytes | memoryview) -> Publish:
+    """The body of a PUBLISH whose first byte ``check_fixed_header`` has accepted."""
     qos, retain, dup = (first >> 1) & 0x03, bool(first & 0x01), bool(first & 0x08)
-    check_publish_flags(qos, dup)
     reader = FieldReader(body, "PUBLISH")
     topic = publish_topic(reader.binary())
     packet_id = reader.packet_id() if qos else None
@@ -266,12 +266,15 @@ _BODY_DECODERS = {
 
 
 def check_fixed_header(first: int) -> int:
-    """Return the packet type of a first byte, rejecting type 0/15 and wrong reserved flags."""
+    """Return the packet type of a first byte, rejecting type 0/15 and wrong or invalid flags."""
     packet_type = first >> 4
     if packet_type == 0 or packet_type == 15:
         raise ProtocolError("[MQTT-2.2.1]", f"reserved control packet type {packet_type}")
-    required = _REQUIRED_FLAGS_BY_TYPE[packet_type]
-    if required is not None and first & 0x0F != required:
+    if packet_type == PacketType.PUBLISH:
+        check_publish_flags((first >> 1) & 0x03, bool(first & 0x08))
+        return packet_type
+    required = _REQUIRED_FLAGS[packet_type]
+    if first & 0x0F != required:
         raise ProtocolError(
             "[MQTT-2.2.2-2]",
             f"{PacketType(packet_type).name} flags must be {required:#x}, got {first & 0x0F:#x}",
@@ -281,15 +284,14 @@ def check_fixed_header(first: int) -> int:
 
 def _is_valid_first_byte(first: int) -> bool:
     try:
-        packet_type = check_fixed_header(first)
-        if packet_type == PacketType.PUBLISH:
-            check_publish_flags((first >> 1) & 0x03, bool(first & 0x08))
+        check_fixed_header(first)
     except ProtocolError:
         return False
     return True
 
 
-# A 256-entry lookup: the framing loop rejects a bad first byte with one index, not a call.
+# A 256-entry lookup: the framing loop rejects a bad first byte with one index, not a call,
+# so whoever consumes Decoder.frames() gets only frames whose first byte is valid.
 _VALID_FIRST_BYTES = bytes(_is_valid_first_byte(first) for first in range(256))
 
 

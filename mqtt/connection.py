@@ -12,8 +12,6 @@ from typing import TYPE_CHECKING, Any
 from .codec import (
     PINGRESP_BYTES,
     Decoder,
-    check_fixed_header,
-    check_publish_flags,
     decode_packet,
     publish_topic,
 )
@@ -195,9 +193,7 @@ class Connection:
         session = self.session
         if session is None:
             raise ProtocolError("[MQTT-3.1.0-1]", "first packet must be CONNECT")
-        qos = (first >> 1) & 0x03
-        if first & 0x0F:
-            check_publish_flags(qos, bool(first & 0x08))
+        qos = (first >> 1) & 0x03  # the framing already refused QoS 3 and DUP on QoS 0
         topic_end = body + 2 + ((buffer[body] << 8) | buffer[body + 1]) if end - body >= 2 else end + 1
         payload_start = topic_end + 2 if qos else topic_end
         if payload_start > end:
@@ -229,7 +225,7 @@ class Connection:
         self.send(bytes((_PUBREC, 2, packet_id >> 8, packet_id & 0xFF)))
 
     def _on_control(self, first: int, body: bytes) -> None:
-        packet_type = check_fixed_header(first)
+        packet_type = first >> 4  # the framing already refused reserved types and flags
         session = self.session
         if packet_type == PacketType.CONNECT:
             if session is not None:

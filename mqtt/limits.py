@@ -33,7 +33,6 @@ class Stats:
         "bytes_sent",
         "clients_connected",
         "clients_maximum",
-        "connections_refused",
         "messages_received",
         "messages_sent",
         "publish_dropped",
@@ -46,7 +45,6 @@ class Stats:
         self.bytes_sent = 0
         self.clients_connected = 0
         self.clients_maximum = 0
-        self.connections_refused = 0
         self.messages_received = 0
         self.messages_sent = 0
         self.publish_dropped = 0

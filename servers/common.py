@@ -211,7 +211,7 @@ class BaseServer:
         self.refused += 1
         log.warning("refused a connection: %s", reason)
         if self.telemetry:
-            self.telemetry.emit("refuse", reason=reason)
+            self.telemetry.emit("refuse", reason=reason, total=self.refused)
 
     # -- read, write, close ---------------------------------------------------------------
 

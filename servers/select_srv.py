@@ -13,7 +13,7 @@ import socket
 import sys
 import time
 
-from .common import EVENT_READ, EVENT_WRITE, BaseServer, log, main
+from .common import EVENT_READ, EVENT_WRITE, BaseServer, main
 
 FD_SETSIZE = 1024  # glibc's fixed fd_set size; CPython's select() refuses larger fds
 
@@ -35,14 +35,10 @@ class SelectServer(BaseServer):
         fd = sock.fileno()
         if fd >= FD_SETSIZE:
             sock.close()
-            log.warning(
-                "closed %s: fd %d >= FD_SETSIZE (%d); select() cannot watch it. "
-                "Use poll_srv or epoll_lt for more connections.",
-                peer,
-                fd,
-                FD_SETSIZE,
+            self.refuse(
+                f"closed {peer}: fd {fd} >= FD_SETSIZE ({FD_SETSIZE}); select() cannot watch it. "
+                "Use poll_srv or epoll_lt for more connections."
             )
-            self.refuse(f"fd {fd} >= FD_SETSIZE {FD_SETSIZE}")
             return -1
         return super().add_connection(sock, peer)
 

@@ -8,7 +8,8 @@ Every event has ``v`` (1), ``t`` (monotonic seconds) and ``k`` (kind). Kinds and
   accept  fd, peer                         a socket was accepted
   conn    fd, peer, client_id              its CONNECT completed (lets views name fds)
   close   fd, peer, client_id, reason      the server closed or lost it
-  refuse  reason                           an accept that could not be kept (EMFILE, FD_SETSIZE)
+  refuse  reason, total                    an accept that could not be kept (EMFILE, FD_SETSIZE);
+                                           ``total`` counts them since start
   wait    variant, mode, call, blocked_s,  one wait call: mode is select/poll/LT/ET, ``ready``
           ready [[fd, mask], ...],         the ready list (split across several events, with
           watched, part, parts,            ``part``/``parts``, when long), ``watched`` the fd count;
