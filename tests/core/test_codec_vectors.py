@@ -384,7 +384,7 @@ def test_suback_without_return_codes_is_rejected() -> None:
     "wire", ["20 02 02 00", "20 02 80 00", "20 02 00 06"], ids=["flag-bit-1", "flag-bit-7", "return-code-6"]
 )
 def test_connack_with_reserved_flag_bits_or_return_code_is_rejected(wire: str) -> None:
-    # Rule strings deliberately not asserted: see the report on the codec's CONNACK citations.
+    # MQTT 3.1.1 numbers no rule for either case; the codec cites section [MQTT-3.2.2].
     decode_error(wire)
 
 
