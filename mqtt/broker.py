@@ -17,14 +17,16 @@ from collections.abc import Callable
 from itertools import count
 from typing import Any
 
+from .codec import encode_suback, encode_unsuback
 from .connection import Connection
 from .limits import Limits, Stats
 from .message import Message
 from .packets import SUBACK_FAILURE, ConnackCode, Connect, Subscribe, Unsubscribe
 from .policy import Policy
+from .retained import RetainedStore
 from .session import Session
 from .sys_topics import sys_messages
-from .topics import SubscriptionTrie
+from .topics import SubscriptionTrie, check_depth, topic_levels
 
 _MATCH_CACHE_SIZE = 4096
 
@@ -41,7 +43,7 @@ class Broker:
         self.policy = policy or Policy()
         self.stats = Stats(started_at=clock())
         self.sessions: dict[str, Session] = {}
-        self.retained: dict[str, Message] = {}
+        self.retained = RetainedStore()
         self.subscriptions = SubscriptionTrie()
         self.dirty: list[Connection] = []
         # Past max_pending_output QoS 0 is dropped and QoS 1/2 queued; past this, close.
@@ -77,14 +79,7 @@ class Broker:
             scheduled, _, connection = heapq.heappop(deadlines)
             if connection.ended or scheduled != connection.next_check:
                 continue  # closed, or a stale entry superseded by a later schedule
-            deadline = connection.deadline()
-            if deadline is None:
-                continue
-            if deadline <= now:
-                what = "CONNECT timeout" if connection.session is None else "keepalive expired"
-                connection.close(f"{what} (no packet for {now - connection.last_seen:.1f} s)", True)
-            else:
-                self._schedule(connection, deadline)
+            self._expire_or_reschedule(connection, now)
         next_deadline = deadlines[0][0] if deadlines else None
         if self.limits.sys_interval > 0:
             if now >= self._next_sys:
@@ -95,6 +90,16 @@ class Broker:
                 next_deadline = self._next_sys
         return next_deadline
 
+    def _expire_or_reschedule(self, connection: Connection, now: float) -> None:
+        deadline = connection.deadline()
+        if deadline is None:
+            return
+        if deadline <= now:
+            what = "CONNECT timeout" if connection.session is None else "keepalive expired"
+            connection.close(f"{what} (no packet for {now - connection.last_seen:.1f} s)", True)
+        else:
+            self._schedule(connection, deadline)
+
     def _schedule(self, connection: Connection, deadline: float) -> None:
         connection.next_check = deadline
         heapq.heappush(self._deadlines, (deadline, next(self._sequence), connection))
@@ -102,6 +107,8 @@ class Broker:
     # -- CONNECT and the end of a connection ----------------------------------------------
 
     def connect(self, connection: Connection, connect: Connect) -> None:
+        if connect.will is not None:  # before any state changes: this closes without a CONNACK
+            check_depth(connect.will.topic, self.limits.max_topic_levels, "will topic")
         client_id = connect.client_id
         if not client_id:
             if not connect.clean_session or connect.protocol_level == 3:
@@ -180,11 +187,14 @@ class Broker:
     def subscribe(self, connection: Connection, packet: Subscribe) -> None:
         session = connection.session
         assert session is not None
+        max_levels = self.limits.max_topic_levels
         codes = []
         granted_filters = []
         for topic_filter, requested in packet.subscriptions:
-            if not self.policy.may_subscribe(session.client_id, connection.username, topic_filter):
-                codes.append(SUBACK_FAILURE)
+            if topic_levels(topic_filter) > max_levels or not self.policy.may_subscribe(
+                session.client_id, connection.username, topic_filter
+            ):
+                codes.append(SUBACK_FAILURE)  # a refusal per filter, not a silent close
                 continue
             granted = min(requested, self.limits.max_qos)
             self.subscriptions.add(topic_filter, session, granted)
@@ -192,27 +202,27 @@ class Broker:
             codes.append(granted)
             granted_filters.append((topic_filter, granted))
         self._match_cache.clear()
-        connection.send(bytes((0x90, 2 + len(codes), packet.packet_id >> 8, packet.packet_id & 0xFF, *codes)))
+        connection.send(encode_suback(packet.packet_id, codes))
         for topic_filter, granted in granted_filters:
             self._send_retained(session, topic_filter, granted)  # also on re-subscribe [MQTT-3.8.4-3]
 
     def _send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
         if not self.retained:
             return
-        probe = SubscriptionTrie()
-        probe.add(topic_filter, session, granted)
-        for topic, message in self.retained.items():
-            if probe.match(topic):
-                session.deliver(message.as_retained(), min(message.qos, granted))
+        # A list first: a delivery can close a connection, whose will may change the store.
+        for message in list(self.retained.matching(topic_filter)):
+            session.deliver(message.as_retained(), min(message.qos, granted))
 
     def unsubscribe(self, connection: Connection, packet: Unsubscribe) -> None:
         session = connection.session
         assert session is not None
+        for topic_filter in packet.topic_filters:  # all checked before any is removed
+            check_depth(topic_filter, self.limits.max_topic_levels, "UNSUBSCRIBE filter")
         for topic_filter in packet.topic_filters:
             if session.subscriptions.pop(topic_filter, None) is not None:
                 self.subscriptions.remove(topic_filter, session)
         self._match_cache.clear()
-        connection.send(bytes((0xB0, 2, packet.packet_id >> 8, packet.packet_id & 0xFF)))  # [MQTT-3.10.4-4]
+        connection.send(encode_unsuback(packet.packet_id))  # [MQTT-3.10.4-4]
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -227,9 +237,9 @@ class Broker:
             return
         if message.retain:
             if message.payload:
-                self.retained[topic] = message
+                self.retained.set(topic, message)
             else:
-                self.retained.pop(topic, None)  # an empty retained payload clears [MQTT-3.3.1-10]
+                self.retained.discard(topic)  # an empty retained payload clears [MQTT-3.3.1-10]
         targets = self._match_cache.get(topic)
         if targets is None:
             targets = self.subscriptions.match(topic)

@@ -9,7 +9,8 @@ spec rule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import struct
+from collections.abc import Iterator, Sequence
 
 from .errors import PacketTooLarge, ProtocolError, UnacceptableProtocolLevel
 from .fields import (
@@ -44,6 +45,7 @@ from .packets import (
 from .topics import validate_filter, validate_topic_name
 
 SUPPORTED_PROTOCOLS = {"MQTT": 4, "MQIsdp": 3}  # 3.1.1, and 3.1 as mosquitto accepts it
+MQTT_3_1 = 3  # protocol level of "MQIsdp" clients
 
 PINGREQ_BYTES = b"\xc0\x00"
 PINGRESP_BYTES = b"\xd0\x00"
@@ -57,11 +59,50 @@ for _packet_type in (PacketType.PUBREL, PacketType.SUBSCRIBE, PacketType.UNSUBSC
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoding
+# Encoding: every byte the broker sends is made by a function in this section.
+
+_ACK = struct.Struct("!BBH")  # first byte, remaining length 2, packet id: the four-byte acks
+_pack_ack = _ACK.pack
 
 
 def _frame(first_byte: int, body: bytes) -> bytes:
+    """Fixed header plus body, with the variable-length remaining length of spec 2.2.3."""
     return bytes((first_byte,)) + encode_remaining_length(len(body)) + body
+
+
+def encode_puback(packet_id: int) -> bytes:
+    return _pack_ack(0x40, 2, packet_id)
+
+
+def encode_pubrec(packet_id: int) -> bytes:
+    return _pack_ack(0x50, 2, packet_id)
+
+
+def encode_pubrel(packet_id: int) -> bytes:
+    return _pack_ack(0x62, 2, packet_id)  # flags 0010 [MQTT-3.6.1-1]
+
+
+def encode_pubcomp(packet_id: int) -> bytes:
+    return _pack_ack(0x70, 2, packet_id)
+
+
+def encode_unsuback(packet_id: int) -> bytes:
+    return _pack_ack(0xB0, 2, packet_id)
+
+
+_CONNACKS = {
+    (present, code): bytes((0x20, 2, int(present), code)) for present in (False, True) for code in range(6)
+}
+
+
+def encode_connack(session_present: bool, return_code: int) -> bytes:
+    """CONNACK; a refusal never claims a session [MQTT-3.2.2-4]."""
+    return _CONNACKS[(bool(session_present) and return_code == 0, return_code)]
+
+
+def encode_suback(packet_id: int, return_codes: Sequence[int]) -> bytes:
+    """SUBACK: one return code per filter, so its length needs the variable-length encoding."""
+    return _frame(0x90, U16.pack(packet_id) + bytes(return_codes))
 
 
 def encode_publish(
@@ -114,25 +155,25 @@ def encode(packet: Packet) -> bytes:
                 topic, packet.payload, packet.qos, packet.retain, packet.dup, packet.packet_id
             )
         case Puback(packet_id=pid):
-            return b"\x40\x02" + U16.pack(pid)
+            return encode_puback(pid)
         case Pubrec(packet_id=pid):
-            return b"\x50\x02" + U16.pack(pid)
+            return encode_pubrec(pid)
         case Pubrel(packet_id=pid):
-            return b"\x62\x02" + U16.pack(pid)
+            return encode_pubrel(pid)
         case Pubcomp(packet_id=pid):
-            return b"\x70\x02" + U16.pack(pid)
+            return encode_pubcomp(pid)
         case Connect():
             return _encode_connect(packet)
         case Connack(session_present=present, return_code=code):
-            return bytes((0x20, 2, 1 if present else 0, code))
+            return bytes((0x20, 2, 1 if present else 0, code))  # any values, for tests of bad CONNACKs
         case Subscribe():
             return _encode_subscribe(packet)
         case Suback(packet_id=pid, return_codes=codes):
-            return _frame(0x90, U16.pack(pid) + bytes(codes))
+            return encode_suback(pid, codes)
         case Unsubscribe():
             return _encode_unsubscribe(packet)
         case Unsuback(packet_id=pid):
-            return b"\xb0\x02" + U16.pack(pid)
+            return encode_unsuback(pid)
         case Pingreq():
             return PINGREQ_BYTES
         case Pingresp():
@@ -151,7 +192,7 @@ def publish_topic(topic_bytes: bytes) -> str:
     return validate_topic_name(decode_utf8(topic_bytes))
 
 
-def _decode_connect(body: bytes | memoryview) -> Connect:
+def _decode_connect(first: int, body: bytes | memoryview) -> Connect:
     reader = FieldReader(body, "CONNECT")
     name = reader.string()
     level = reader.u8()
@@ -160,7 +201,11 @@ def _decode_connect(body: bytes | memoryview) -> Connect:
     if SUPPORTED_PROTOCOLS[name] != level:
         raise UnacceptableProtocolLevel("[MQTT-3.1.2-2]", f"unsupported protocol level {level} for {name}")
     flags = reader.u8()
-    if flags & 0x01:
+    # MQTT 3.1 defined neither CONNECT's fixed-header flags nor the reserved connect flag, so
+    # 3.1 brokers ignored both; only a 3.1.1 CONNECT is held to them.
+    if level != MQTT_3_1 and first & 0x0F:
+        raise ProtocolError("[MQTT-2.2.2-2]", f"CONNECT flags must be 0x0, got {first & 0x0F:#x}")
+    if level != MQTT_3_1 and flags & 0x01:
         raise ProtocolError("[MQTT-3.1.2-3]", "CONNECT reserved flag must be zero")
     has_will, will_qos, will_retain = bool(flags & 0x04), (flags >> 3) & 0x03, bool(flags & 0x20)
     if not has_will and (will_qos or will_retain):
@@ -257,7 +302,6 @@ _EMPTY_PACKETS = {
     PacketType.DISCONNECT: Disconnect(),
 }
 _BODY_DECODERS = {
-    PacketType.CONNECT: _decode_connect,
     PacketType.CONNACK: _decode_connack,
     PacketType.SUBSCRIBE: _decode_subscribe,
     PacketType.SUBACK: _decode_suback,
@@ -290,14 +334,34 @@ def _is_valid_first_byte(first: int) -> bool:
     return True
 
 
-# A 256-entry lookup: the framing loop rejects a bad first byte with one index, not a call,
-# so whoever consumes Decoder.frames() gets only frames whose first byte is valid.
-_VALID_FIRST_BYTES = bytes(_is_valid_first_byte(first) for first in range(256))
+# 256-entry lookups: the framing loop accepts a first byte with one index, not a call, so
+# whoever consumes Decoder.frames() gets only frames whose first byte is valid.
+STRICT_FIRST_BYTES = bytes(_is_valid_first_byte(first) for first in range(256))  # MQTT 3.1.1
+# Before CONNECT the level is unknown: let any CONNECT flags through to _decode_connect,
+# which refuses them for 3.1.1 once it has read the level.
+AWAITING_CONNECT_FIRST_BYTES = bytes(
+    valid or first >> 4 == PacketType.CONNECT for first, valid in enumerate(STRICT_FIRST_BYTES)
+)
+# MQTT 3.1 allowed DUP (0x08) on a retried SUBSCRIBE, UNSUBSCRIBE and PUBREL.
+MQTT_3_1_FIRST_BYTES = bytes(
+    valid or first in (0x6A, 0x8A, 0xAA) for first, valid in enumerate(AWAITING_CONNECT_FIRST_BYTES)
+)
+
+
+def first_bytes_for(protocol_level: int) -> bytes:
+    """The first-byte table for a connection that connected with ``protocol_level``."""
+    return MQTT_3_1_FIRST_BYTES if protocol_level == MQTT_3_1 else STRICT_FIRST_BYTES
 
 
 def decode_packet(first: int, body: bytes | memoryview) -> Packet:
-    """Decode one complete frame's body, given its first byte."""
-    packet_type = check_fixed_header(first)
+    """Decode one complete MQTT 3.1.1 frame, given its first byte and its body."""
+    check_fixed_header(first)
+    return decode_body(first, body)
+
+
+def decode_body(first: int, body: bytes | memoryview) -> Packet:
+    """Decode a frame whose first byte the framing has already accepted for its connection."""
+    packet_type = first >> 4
     if packet_type == PacketType.PUBLISH:
         return _decode_publish(first, body)
     ack_class = _ACK_CLASSES.get(packet_type)
@@ -311,6 +375,8 @@ def decode_packet(first: int, body: bytes | memoryview) -> Packet:
         if len(body):
             raise ProtocolError("[MQTT-2.2.3]", f"{PacketType(packet_type).name} must have no body")
         return empty
+    if packet_type == PacketType.CONNECT:
+        return _decode_connect(first, body)
     return _BODY_DECODERS[packet_type](body)
 
 
@@ -323,13 +389,18 @@ class Decoder:
 
     ``frames(data)`` yields ``(buffer, frame_start, body_start, frame_end)`` spans into one
     buffer, so a caller can forward a frame's bytes (``buffer[frame_start:frame_end]``) without
-    re-encoding it; ``feed(data)`` decodes them into packet objects.
+    re-encoding it; ``feed(data)`` decodes them into packet objects. ``first_bytes`` says which
+    first bytes are valid: strict 3.1.1 by default; a broker's connection widens it while it
+    awaits CONNECT and for MQTT 3.1 clients (``first_bytes_for``).
     """
 
-    __slots__ = ("_needed", "_partial", "max_packet_size")
+    __slots__ = ("_needed", "_partial", "first_bytes", "max_packet_size")
 
-    def __init__(self, max_packet_size: int = MAX_REMAINING_LENGTH + 5) -> None:
+    def __init__(
+        self, max_packet_size: int = MAX_REMAINING_LENGTH + 5, first_bytes: bytes = STRICT_FIRST_BYTES
+    ) -> None:
         self.max_packet_size = max_packet_size
+        self.first_bytes = first_bytes
         self._partial = bytearray()
         self._needed = 0  # bytes the partial frame needs before parsing is worth retrying
 
@@ -339,9 +410,8 @@ class Decoder:
         return len(self._partial)
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
-        return [
-            decode_packet(buffer[start], buffer[body:end]) for buffer, start, body, end in self.frames(data)
-        ]
+        frames = self.frames(data)
+        return [decode_body(buffer[start], buffer[body:end]) for buffer, start, body, end in frames]
 
     def frames(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[bytes, int, int, int]]:
         if self._partial:
@@ -355,10 +425,13 @@ class Decoder:
         size = len(buffer)
         pos = 0
         limit = self.max_packet_size
-        valid_first = _VALID_FIRST_BYTES
+        strict = STRICT_FIRST_BYTES  # every table accepts at least these: the one-index fast path
         while pos < size:
-            if not valid_first[buffer[pos]]:
-                check_fixed_header(buffer[pos])  # raises: refuse a bad header before buffering a body
+            first = buffer[pos]
+            # Read self.first_bytes only off the fast path: the caller may widen it between
+            # frames (a CONNECT just told us the protocol level).
+            if not strict[first] and not self.first_bytes[first]:
+                check_fixed_header(first)  # raises: refuse a bad header before buffering a body
             span = _frame_span(buffer, pos, size, limit)
             if span is None or span[1] > size:
                 self._partial += buffer[pos:]

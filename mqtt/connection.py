@@ -10,20 +10,26 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .codec import (
+    AWAITING_CONNECT_FIRST_BYTES,
     PINGRESP_BYTES,
     Decoder,
-    decode_packet,
+    decode_body,
+    encode_connack,
+    encode_puback,
+    encode_pubcomp,
+    encode_pubrec,
+    first_bytes_for,
     publish_topic,
 )
-from .errors import ProtocolError, UnacceptableProtocolLevel
+from .errors import LimitExceeded, ProtocolError, UnacceptableProtocolLevel
 from .message import Message
 from .packets import ConnackCode, Connect, PacketType, Pingreq, Subscribe, Unsubscribe
 from .session import Session
+from .topics import check_depth
 
 if TYPE_CHECKING:
     from .broker import Broker
 
-_PUBACK, _PUBREC, _PUBREL, _PUBCOMP = 0x40, 0x50, 0x62, 0x70
 _TO_CLIENT_ONLY = {PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, PacketType.PINGRESP}
 
 
@@ -66,7 +72,7 @@ class Connection:
         self.close_reason = ""
         self.ended = False
         self.dirty = False
-        self._decoder = Decoder(broker.limits.max_packet_size)
+        self._decoder = Decoder(broker.limits.max_packet_size, AWAITING_CONNECT_FIRST_BYTES)
         self._out: list[bytes] = []
         self.output_bytes = 0
         self.backed_up = False  # the last send left bytes behind: the peer is not keeping up
@@ -95,10 +101,11 @@ class Connection:
                 if self.wants_close:
                     return
         except UnacceptableProtocolLevel as error:
-            self.send(bytes((0x20, 2, 0, ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION)))
-            self.close(f"refused: {error}", fire_will=False)
+            self.refuse(ConnackCode.UNACCEPTABLE_PROTOCOL_VERSION, f"refused: {error}")
         except ProtocolError as error:
             self.close(f"protocol error: {error}", fire_will=True)
+        except LimitExceeded as error:
+            self.close(f"limit exceeded: {error}", fire_will=True)
 
     def pending(self) -> bytes:
         """Everything queued for this socket, joined into one buffer for one ``send``."""
@@ -199,12 +206,14 @@ class Connection:
         if payload_start > end:
             raise ProtocolError("[MQTT-2.2.3]", "PUBLISH is shorter than its topic and packet id")
         topic_bytes = buffer[body + 2 : topic_end]
+        broker = self.broker
         if topic_bytes == self._last_topic_bytes:
             topic = self._last_topic  # same topic as last time: skip UTF-8 decode and validation
         else:
-            topic = self._last_topic = publish_topic(topic_bytes)
+            topic = publish_topic(topic_bytes)
+            check_depth(topic, broker.limits.max_topic_levels, "PUBLISH topic")
+            self._last_topic = topic
             self._last_topic_bytes = topic_bytes
-        broker = self.broker
         broker.stats.messages_received += 1
         payload = buffer[payload_start:end]
         if qos == 0:
@@ -216,13 +225,13 @@ class Connection:
             raise ProtocolError("[MQTT-2.3.1-1]", "PUBLISH packet identifier must be non-zero")
         if qos == 1:
             broker.publish(Message(topic, topic_bytes, payload, 1, bool(first & 1)), self)
-            self.send(bytes((_PUBACK, 2, packet_id >> 8, packet_id & 0xFF)))
+            self.send(encode_puback(packet_id))
             return
         # QoS 2, method B: deliver on first receipt, remember the id until PUBREL [MQTT-4.3.3-2].
         if packet_id not in session.inbound_qos2:
             session.inbound_qos2.add(packet_id)
             broker.publish(Message(topic, topic_bytes, payload, 2, bool(first & 1)), self)
-        self.send(bytes((_PUBREC, 2, packet_id >> 8, packet_id & 0xFF)))
+        self.send(encode_pubrec(packet_id))
 
     def _on_control(self, first: int, body: bytes) -> None:
         packet_type = first >> 4  # the framing already refused reserved types and flags
@@ -230,19 +239,28 @@ class Connection:
         if packet_type == PacketType.CONNECT:
             if session is not None:
                 raise ProtocolError("[MQTT-3.1.0-2]", "a second CONNECT is a protocol violation")
-            connect = decode_packet(first, body)
+            connect = decode_body(first, body)
             assert isinstance(connect, Connect)
+            # From now on the first bytes are judged by the rules of the client's protocol level.
+            self._decoder.first_bytes = first_bytes_for(connect.protocol_level)
             self.broker.connect(self, connect)
             return
         if session is None:
             raise ProtocolError("[MQTT-3.1.0-1]", "first packet must be CONNECT")
         if packet_type in _TO_CLIENT_ONLY:
             raise ProtocolError("[MQTT-2.2.1]", f"{PacketType(packet_type).name} is sent only by servers")
-        if packet_type in (PacketType.PUBACK, PacketType.PUBREC, PacketType.PUBREL, PacketType.PUBCOMP):
-            self._on_ack(packet_type, first, body, session)
-            return
-        packet = decode_packet(first, body)
-        if isinstance(packet, Subscribe):
+        packet = decode_body(first, body)
+        if packet_type == PacketType.PUBACK:
+            session.puback(packet.packet_id)  # type: ignore[union-attr]
+        elif packet_type == PacketType.PUBREC:
+            session.pubrec(packet.packet_id)  # type: ignore[union-attr]
+        elif packet_type == PacketType.PUBREL:
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            session.inbound_qos2.discard(packet_id)
+            self.send(encode_pubcomp(packet_id))  # also for an unknown id, so the client can finish
+        elif packet_type == PacketType.PUBCOMP:
+            session.pubcomp(packet.packet_id)  # type: ignore[union-attr]
+        elif isinstance(packet, Subscribe):
             self.broker.subscribe(self, packet)
         elif isinstance(packet, Unsubscribe):
             self.broker.unsubscribe(self, packet)
@@ -252,23 +270,10 @@ class Connection:
             self.will = None
             self.close("client sent DISCONNECT", fire_will=False)
 
-    def _on_ack(self, packet_type: int, first: int, body: bytes, session: Session) -> None:
-        packet_id = decode_packet(first, body).packet_id  # type: ignore[union-attr]
-        if packet_type == PacketType.PUBACK:
-            session.acknowledge(packet_id, 1)
-        elif packet_type == PacketType.PUBREC:
-            session.received(packet_id)
-            self.send(bytes((_PUBREL, 2, packet_id >> 8, packet_id & 0xFF)))
-        elif packet_type == PacketType.PUBREL:
-            session.inbound_qos2.discard(packet_id)
-            self.send(bytes((_PUBCOMP, 2, packet_id >> 8, packet_id & 0xFF)))
-        else:
-            session.acknowledge(packet_id, 2)
-
     def refuse(self, code: int, reason: str) -> None:
         """Answer CONNECT with a refusal code, then close [MQTT-3.2.2-5]."""
-        self.send(bytes((0x20, 2, 0, code)))
+        self.send(encode_connack(False, code))
         self.close(reason, fire_will=False)
 
     def accept(self, session_present: bool) -> None:
-        self.send(bytes((0x20, 2, 1 if session_present else 0, 0)))
+        self.send(encode_connack(session_present, ConnackCode.ACCEPTED))

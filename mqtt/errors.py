@@ -1,7 +1,8 @@
-"""The one exception the sans-I/O core raises for bad input.
+"""The exceptions the sans-I/O core raises for bad input; either closes that one connection.
 
-Every violation names the normative statement it breaks, e.g. ``[MQTT-3.3.2-2]``, so a
-learner can look the rule up in the MQTT 3.1.1 specification.
+Every protocol violation names the normative statement it breaks, e.g. ``[MQTT-3.3.2-2]``, so
+a learner can look the rule up in the MQTT 3.1.1 specification. ``LimitExceeded`` is legal
+input past a limit this broker sets (``mqtt.limits.Limits``).
 """
 
 
@@ -19,3 +20,7 @@ class UnacceptableProtocolLevel(ProtocolError):
 
 class PacketTooLarge(ProtocolError):
     """A packet whose declared size exceeds the configured limit (checked before it is buffered)."""
+
+
+class LimitExceeded(Exception):
+    """Legal MQTT past one of the broker's configured limits, e.g. a topic with too many levels."""

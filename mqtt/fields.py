@@ -6,12 +6,19 @@ running out of bytes, ill-formed UTF-8 and zero packet ids into ``ProtocolError`
 
 from __future__ import annotations
 
+import re
 import struct
 
 from .errors import ProtocolError
 
 MAX_REMAINING_LENGTH = 268_435_455  # four 7-bit bytes (spec 2.2.3)
 U16 = struct.Struct("!H")
+
+# Spec 1.5.3 lets a receiver close the connection on control characters (U+0001-U+001F,
+# U+007F-U+009F) and non-characters (U+FDD0-U+FDEF, and the last two code points of every
+# plane). mosquitto does, so this kit does too. U+0000 has its own rule, [MQTT-1.5.3-2].
+_PLANE_ENDS = "".join(f"{chr(plane << 16 | 0xFFFE)}{chr(plane << 16 | 0xFFFF)}" for plane in range(17))
+_DISALLOWED = re.compile(f"[\x01-\x1f\x7f-\x9f\ufdd0-\ufdef{_PLANE_ENDS}]")
 
 
 def encode_remaining_length(length: int) -> bytes:
@@ -40,13 +47,19 @@ def encode_binary(data: bytes) -> bytes:
 
 
 def decode_utf8(data: bytes | memoryview) -> str:
-    """A UTF-8 string field's text: well-formed [MQTT-1.5.3-1] and without U+0000 [MQTT-1.5.3-2]."""
+    """A UTF-8 string field's text: well-formed [MQTT-1.5.3-1], without U+0000 [MQTT-1.5.3-2],
+    control characters or non-characters (1.5.3)."""
     try:
         text = bytes(data).decode("utf-8")  # strict: also rejects surrogates D800-DFFF
     except UnicodeDecodeError as error:
         raise ProtocolError("[MQTT-1.5.3-1]", f"ill-formed UTF-8 string: {error.reason}") from None
     if "\x00" in text:
         raise ProtocolError("[MQTT-1.5.3-2]", "UTF-8 string must not contain U+0000")
+    disallowed = _DISALLOWED.search(text)
+    if disallowed is not None:
+        code_point = ord(disallowed.group())
+        kind = "non-character" if code_point >= 0xFDD0 else "control character"
+        raise ProtocolError("[MQTT-1.5.3]", f"UTF-8 string contains the {kind} U+{code_point:04X}")
     return text
 
 

@@ -21,6 +21,9 @@ class Limits:
     max_pending_output: int = 1 << 20
     max_connections: int = 0  # connected clients; 0 means unlimited
     max_qos: int = 2  # highest QoS granted to a subscription
+    # Levels in a topic or filter (mosquitto 2.0.11 accepts 201). A filter over it gets SUBACK
+    # 0x80; a PUBLISH topic, will topic or UNSUBSCRIBE filter over it closes the connection.
+    max_topic_levels: int = 200
     connect_timeout: float = 30.0  # seconds a socket may stay open without sending CONNECT
     sys_interval: float = 10.0  # seconds between $SYS publications; 0 turns them off
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from .codec import encode
+from .codec import encode_pubrel
+from .errors import ProtocolError
 from .limits import Limits, Stats
 from .message import Message
-from .packets import Pubrel
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -125,25 +125,48 @@ class Session:
         assert connection is not None
         for packet_id, entry in self.inflight.items():
             if entry.released:
-                connection.send(encode(Pubrel(packet_id)))
+                connection.send(encode_pubrel(packet_id))
             else:
                 connection.send(entry.message.encode(entry.qos, packet_id, dup=True))
         self.pump()
 
     # -- acknowledgements from the client ---------------------------------------------------
+    # An ack for an id with nothing in flight is ignored: a client that reconnects after the
+    # broker restarted may still be finishing old flows. An ack of the wrong kind for a
+    # delivery in flight is a protocol violation, and closes the connection (as mosquitto does).
 
-    def acknowledge(self, packet_id: int, expected_qos: int) -> None:
-        """PUBACK (QoS 1) or PUBCOMP (QoS 2, after PUBREC) completes a delivery."""
+    def puback(self, packet_id: int) -> None:
+        """PUBACK completes a QoS 1 delivery."""
         entry = self.inflight.get(packet_id)
-        if entry is not None and entry.qos == expected_qos and (expected_qos == 1 or entry.released):
-            del self.inflight[packet_id]
-            self.pump()
+        if entry is None:
+            return
+        if entry.qos != 1:
+            raise ProtocolError("[MQTT-4.3.3]", f"PUBACK for packet {packet_id}, a QoS 2 delivery")
+        del self.inflight[packet_id]
+        self.pump()
 
-    def received(self, packet_id: int) -> None:
-        """PUBREC: the QoS 2 message arrived; from now on only PUBREL is resent."""
+    def pubrec(self, packet_id: int) -> None:
+        """PUBREC: the QoS 2 message arrived; answer PUBREL, and from now on resend only PUBREL."""
         entry = self.inflight.get(packet_id)
-        if entry is not None and entry.qos == 2:
+        if entry is not None:
+            if entry.qos != 2:
+                raise ProtocolError("[MQTT-4.3.2]", f"PUBREC for packet {packet_id}, a QoS 1 delivery")
             entry.released = True
+        connection = self.connection
+        if connection is not None:
+            connection.send(encode_pubrel(packet_id))  # for an unknown id too, as mosquitto does
+
+    def pubcomp(self, packet_id: int) -> None:
+        """PUBCOMP completes a QoS 2 delivery whose PUBREC has arrived."""
+        entry = self.inflight.get(packet_id)
+        if entry is None:
+            return
+        if entry.qos != 2:
+            raise ProtocolError("[MQTT-4.3.2]", f"PUBCOMP for packet {packet_id}, a QoS 1 delivery")
+        if not entry.released:
+            raise ProtocolError("[MQTT-4.3.3]", f"PUBCOMP for packet {packet_id} before its PUBREC")
+        del self.inflight[packet_id]
+        self.pump()
 
     def clear_outbound(self) -> None:
         self.inflight.clear()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
-from .errors import ProtocolError
+from .errors import LimitExceeded, ProtocolError
 
 
 def validate_topic_name(topic: str) -> str:
@@ -39,6 +39,18 @@ def validate_filter(topic_filter: str) -> str:
         if "+" in level and level != "+":
             raise ProtocolError("[MQTT-4.7.1-3]", f"'+' must occupy a whole level: {topic_filter!r}")
     return topic_filter
+
+
+def topic_levels(topic: str) -> int:
+    """How many levels a topic or filter has: one more than its separators."""
+    return topic.count("/") + 1
+
+
+def check_depth(topic: str, max_levels: int, what: str) -> None:
+    """Raise LimitExceeded if ``topic`` has more than ``max_levels`` levels."""
+    levels = topic_levels(topic)
+    if levels > max_levels:
+        raise LimitExceeded(f"{what} has {levels} levels, over max_topic_levels {max_levels}")
 
 
 class _Node:
@@ -88,29 +100,33 @@ class SubscriptionTrie:
         return True
 
     def match(self, topic: str) -> dict[Hashable, int]:
-        """Every subscriber whose filter matches ``topic``, with its highest QoS."""
+        """Every subscriber whose filter matches ``topic``, with its highest QoS.
+
+        An explicit stack, not recursion: a topic may have as many levels as a packet can
+        carry, and each node is visited at most once, so the cost is bounded by the trie.
+        """
         result: dict[Hashable, int] = {}
         levels = topic.split("/")
-        self._collect(self._root, levels, 0, result, topic.startswith("$"))
+        last = len(levels)
+        dollar = topic.startswith("$")  # wildcards at the first level skip $-topics [MQTT-4.7.2-1]
+        pending = [(self._root, 0)]
+        while pending:
+            node, depth = pending.pop()
+            children = node.children
+            # '#' also matches the parent level: "a/#" matches "a" (spec 4.7.1.2).
+            multi = children.get("#")
+            if multi is not None and not (dollar and depth == 0):
+                _merge(result, multi.subscribers)
+            if depth == last:
+                _merge(result, node.subscribers)
+                continue
+            exact = children.get(levels[depth])
+            if exact is not None:
+                pending.append((exact, depth + 1))
+            single = children.get("+")
+            if single is not None and not (dollar and depth == 0):
+                pending.append((single, depth + 1))
         return result
-
-    def _collect(
-        self, node: _Node, levels: list[str], depth: int, result: dict[Hashable, int], dollar: bool
-    ) -> None:
-        children = node.children
-        # '#' also matches the parent level: "a/#" matches "a" (spec 4.7.1.2).
-        multi = children.get("#")
-        if multi is not None and not (dollar and depth == 0):
-            _merge(result, multi.subscribers)
-        if depth == len(levels):
-            _merge(result, node.subscribers)
-            return
-        exact = children.get(levels[depth])
-        if exact is not None:
-            self._collect(exact, levels, depth + 1, result, dollar)
-        single = children.get("+")
-        if single is not None and not (dollar and depth == 0):
-            self._collect(single, levels, depth + 1, result, dollar)
 
 
 def _merge(result: dict[Hashable, int], subscribers: dict[Hashable, int]) -> None:

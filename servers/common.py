@@ -70,6 +70,7 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         ("max_queued_messages", "messages queued per session beyond the in-flight window"),
         ("max_queued_bytes", "bytes queued per session"),
         ("max_pending_output", "unsent bytes per connection before QoS 0 messages are dropped"),
+        ("max_topic_levels", "levels in a topic or filter; deeper filters get SUBACK 0x80"),
     ):
         limits.add_argument(
             "--" + name.replace("_", "-"),
@@ -105,6 +106,7 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
         max_queued_messages=args.max_queued_messages,
         max_queued_bytes=args.max_queued_bytes,
         max_pending_output=args.max_pending_output,
+        max_topic_levels=args.max_topic_levels,
         sys_interval=args.sys_interval,
         connect_timeout=args.connect_timeout,
         queue_qos0=args.queue_qos0,

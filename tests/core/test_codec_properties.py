@@ -36,12 +36,25 @@ from mqtt.packets import (
 # ---------------------------------------------------------------------------------------------
 # Strategies
 
-# Any encodable text without U+0000 ([MQTT-1.5.3-2]); codec="utf-8" already leaves out surrogates.
-strings = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=20)
+
+
+def is_noncharacter(character: str) -> bool:
+    code_point = ord(character)
+    return 0xFDD0 <= code_point <= 0xFDEF or code_point & 0xFFFE == 0xFFFE
+
+
+def text_characters(exclude: str = "") -> st.SearchStrategy[str]:
+    """Characters a string field may carry: codec="utf-8" leaves out surrogates, category Cc the
+    control characters (U+0000-U+001F, U+007F-U+009F), the filter the non-characters (1.5.3)."""
+    characters = st.characters(codec="utf-8", exclude_categories=("Cc",), exclude_characters=exclude)
+    return characters.filter(lambda character: not is_noncharacter(character))
+
+
+strings = st.text(text_characters(), max_size=20)
 # One topic level: no separator, no wildcard; empty levels and "$"-levels included on purpose.
 levels = st.one_of(
     st.sampled_from(["", "a", "$SYS", "sport"]),
-    st.text(st.characters(codec="utf-8", exclude_characters="\x00/+#"), max_size=6),
+    st.text(text_characters(exclude="/+#"), max_size=6),
 )
 topic_names = st.lists(levels, min_size=1, max_size=5).map("/".join).filter(bool)
 filter_levels = st.one_of(levels, st.just("+"))
