@@ -49,6 +49,8 @@ class Broker:
         # Past max_pending_output QoS 0 is dropped and QoS 1/2 queued; past this, close.
         self.output_hard_limit = 2 * self.limits.max_pending_output + self.limits.max_packet_size
         self.on_connected: Callable[[Connection], None] | None = None  # telemetry hook
+        # The driver's logger for contained faults: (connection or None, the exception).
+        self.on_fault: Callable[[Connection | None, Exception], None] | None = None
         self._open_policy = type(self.policy) is Policy  # skip the per-message hook call
         self._match_cache: dict[str, dict[Any, int]] = {}
         self._deadlines: list[tuple[float, int, Connection]] = []
@@ -57,8 +59,10 @@ class Broker:
 
     # -- driver contract -------------------------------------------------------------------
 
+    connection_class = Connection  # a test may inject a subclass that fails on purpose
+
     def open(self, peer: str, tag: Any = None) -> Connection:
-        connection = Connection(self, peer, tag, self.clock())
+        connection = self.connection_class(self, peer, tag, self.clock())
         self._schedule(connection, connection.last_seen + self.limits.connect_timeout)
         return connection
 
@@ -79,13 +83,19 @@ class Broker:
             scheduled, _, connection = heapq.heappop(deadlines)
             if connection.ended or scheduled != connection.next_check:
                 continue  # closed, or a stale entry superseded by a later schedule
-            self._expire_or_reschedule(connection, now)
+            try:
+                self._expire_or_reschedule(connection, now)
+            except Exception as error:  # the fault barrier: this connection's part of tick
+                self.contain(connection, error)
         next_deadline = deadlines[0][0] if deadlines else None
         if self.limits.sys_interval > 0:
             if now >= self._next_sys:
                 self._next_sys = now + self.limits.sys_interval
-                for message in sys_messages(self, now):
-                    self.publish(message, None)
+                try:
+                    for message in sys_messages(self, now):
+                        self.publish(message, None)
+                except Exception as error:  # no one connection to blame: count and report it
+                    self.contain(None, error)
             if next_deadline is None or self._next_sys < next_deadline:
                 next_deadline = self._next_sys
         return next_deadline
@@ -99,6 +109,19 @@ class Broker:
             connection.close(f"{what} (no packet for {now - connection.last_seen:.1f} s)", True)
         else:
             self._schedule(connection, deadline)
+
+    def contain(self, connection: Connection | None, error: Exception) -> None:
+        """The fault barrier's core half: a bug surfaced while handling ``connection``.
+
+        That one connection ends as an abnormal close (its will is published when closing
+        still works), its unsent output is dropped, the fault is counted for $SYS, and the
+        driver hears of it through ``on_fault`` to log it. Every other connection goes on.
+        """
+        self.stats.faults += 1
+        if connection is not None:
+            connection.abort(f"internal error: {type(error).__name__}: {error}")
+        if self.on_fault is not None:
+            self.on_fault(connection, error)
 
     def _schedule(self, connection: Connection, deadline: float) -> None:
         connection.next_check = deadline

@@ -181,6 +181,20 @@ class Connection:
             self.dirty = True
             self.broker.dirty.append(self)
 
+    def abort(self, reason: str) -> None:
+        """End after an internal error (``Broker.contain``): no more output, the driver closes."""
+        try:
+            self.close(reason, fire_will=True)
+        except Exception:
+            self.ended = True  # closing ran into a fault as well: give up on the will
+        self.wants_close = True
+        self.close_reason = reason
+        self._out.clear()  # half-built state may lie behind it: send nothing more
+        self.output_bytes = 0
+        if not self.dirty:
+            self.dirty = True
+            self.broker.dirty.append(self)
+
     @property
     def congested(self) -> bool:
         """Backed up and past max_pending_output: QoS 0 is dropped, QoS 1/2 wait in the session."""

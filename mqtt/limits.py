@@ -36,6 +36,7 @@ class Stats:
         "bytes_sent",
         "clients_connected",
         "clients_maximum",
+        "faults",
         "messages_received",
         "messages_sent",
         "publish_dropped",
@@ -51,3 +52,4 @@ class Stats:
         self.messages_received = 0
         self.messages_sent = 0
         self.publish_dropped = 0
+        self.faults = 0  # exceptions the fault barrier contained (Broker.contain)

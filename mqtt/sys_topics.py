@@ -33,6 +33,8 @@ def sys_values(broker: Broker, now: float) -> dict[str, object]:
         "$SYS/broker/bytes/received": stats.bytes_received,
         "$SYS/broker/bytes/sent": stats.bytes_sent,
         "$SYS/broker/publish/messages/dropped": stats.publish_dropped,
+        # Not a mosquitto topic: exceptions the fault barrier caught, each closing one connection.
+        "$SYS/broker/faults": stats.faults,
         "$SYS/broker/retained messages/count": len(broker.retained),
         "$SYS/broker/subscriptions/count": broker.subscriptions.count,
     }

@@ -23,6 +23,7 @@ from mqtt.broker import Broker
 from mqtt.connection import Connection
 from mqtt.limits import Limits
 
+from .faults import FaultLog
 from .listener import SpareFd, open_listener, peer_name, raise_fd_limit
 from .telemetry import FLUSH_INTERVAL, TelemetryEmitter
 
@@ -119,10 +120,13 @@ class BaseServer:
     variant: ClassVar[str] = "base"
     mode: ClassVar[str] = ""
 
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        """``broker``: the core to drive; by default one built from the limits in ``args``."""
         self.args = args
         self.fd_limit = raise_fd_limit()
-        self.broker = Broker(clock=time.monotonic, limits=limits_from_args(args))
+        self.broker = broker or Broker(clock=time.monotonic, limits=limits_from_args(args))
+        self.faults = FaultLog(log)
+        self.broker.on_fault = self.faults.report
         self.listener = open_listener(args.host, args.port, args.backlog, args.reuseport)
         self.port = self.listener.getsockname()[1]
         self.listen_fd = self.listener.fileno()
@@ -165,10 +169,13 @@ class BaseServer:
             connection = connections.get(fd)  # no epoll_data.ptr in Python: look the fd up
             if connection is None:
                 continue  # closed earlier in this same batch
-            if events & READABLE:
-                self.on_readable(fd)
-            if events & EVENT_WRITE and fd in connections:
-                self.write_pending(fd, connection)
+            try:  # the fault barrier: a bug met on this connection ends only this connection
+                if events & READABLE:
+                    self.on_readable(fd)
+                if events & EVENT_WRITE and fd in connections:
+                    self.write_pending(fd, connection)
+            except Exception as error:
+                self.contain(fd, connection, error)
 
     def accept_ready(self) -> None:
         """The listener is readable: accept one; a level-triggered wait reports it again if more wait."""
@@ -271,14 +278,25 @@ class BaseServer:
             for connection in dirty:
                 fd = connection.tag.fileno()
                 if fd >= 0 and self.connections.get(fd) is connection:
-                    self.write_pending(fd, connection)
+                    try:  # the fault barrier, around sent() and the session pump behind it
+                        self.write_pending(fd, connection)
+                    except Exception as error:
+                        self.contain(fd, connection, error)
             dirty = self.broker.drain_dirty()  # sent() may refill from a session queue
+
+    def contain(self, fd: int, connection: Connection, error: Exception) -> None:
+        """The fault barrier: the core ends this one connection (and logs why); close its socket now."""
+        self.broker.contain(connection, error)
+        self.close_connection(fd, connection.close_reason)
 
     def close_connection(self, fd: int, reason: str) -> None:
         connection = self.connections.pop(fd, None)
         if connection is None:
             return
-        connection.lost(reason)
+        try:
+            connection.lost(reason)
+        except Exception as error:  # the fault barrier: the socket is closed all the same
+            self.broker.contain(connection, error)
         self.unwatch(fd)
         self.writing.discard(fd)
         connection.tag.close()
@@ -351,8 +369,13 @@ def main(
     description: str,
     argv: list[str] | None = None,
     pick: Callable[[argparse.Namespace], type[BaseServer]] | None = None,
+    broker_factory: Callable[[Limits], Broker] | None = None,
 ) -> int:
-    """Parse flags (plus the class's ``add_arguments``), install signal handlers, run."""
+    """Parse flags (plus the class's ``add_arguments``), install signal handlers, run.
+
+    ``pick`` chooses the class from the parsed flags; ``broker_factory`` builds the core from
+    the flags' limits, for a test that hands a server a broker of its own.
+    """
     parser = build_parser(description)
     add_arguments = getattr(server_class, "add_arguments", None)
     if add_arguments is not None:
@@ -368,7 +391,8 @@ def main(
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
     try:
-        server = server_class(args)
+        broker = broker_factory(limits_from_args(args)) if broker_factory is not None else None
+        server = server_class(args, broker)
     except Shutdown:
         return 0  # stopped while still starting: nothing to clean up yet
     return server.run()

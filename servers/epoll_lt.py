@@ -14,6 +14,8 @@ import select
 import sys
 import time
 
+from mqtt.broker import Broker
+
 from .common import BaseServer, main
 
 
@@ -23,8 +25,8 @@ class EpollLevelServer(BaseServer):
     listen_flags = select.EPOLLIN
     client_flags = select.EPOLLIN
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args)
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        super().__init__(args, broker)
         self.epoll = select.epoll()
         # Registered once; the kernel keeps the interest set, so no wait copies it again.
         self.epoll.register(self.listen_fd, self.listen_flags)

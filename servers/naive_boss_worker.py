@@ -22,6 +22,8 @@ import threading
 import time
 from collections import deque
 
+from mqtt.broker import Broker
+
 from .common import BaseServer
 from .threading_tools import TimedLock, name_this_thread
 
@@ -32,8 +34,8 @@ class NaiveServer(BaseServer):
     variant = "threaded_boss_worker"
     mode = "naive"
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args)
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        super().__init__(args, broker)
         self.timed = TimedLock(self.telemetry)  # for its telemetry; the flaw needs the bare mutex
         self.mutex = self.timed.lock
         self.not_empty = threading.Condition(self.mutex)
@@ -92,21 +94,29 @@ class NaiveServer(BaseServer):
     def work(self, name: str) -> None:
         name_this_thread(name)
         while not self.stopping:
-            asked = time.monotonic()
-            with self.mutex:
-                lock_wait = time.monotonic() - asked
-                while not self.ready_fds and not self.stopping:
-                    self.not_empty.wait(timeout=0.5)  # releases the mutex while idle
-                if not self.ready_fds:
-                    continue
-                acquired = time.monotonic()
-                fd, events = self.ready_fds.popleft()
-                self.not_full.notify()
-                self.handle_ready([(fd, events)])  # FLAW: recv and packet handling with the mutex held
-                self.flush_dirty()  # ... and every send too
-                if fd in self.connections:
-                    self.rearm(fd)
-                self.report(name, lock_wait, time.monotonic() - acquired)
+            try:
+                self.take_one(name)
+            except Exception as error:  # keep the worker alive: a dead one serves nobody
+                with self.mutex:
+                    self.broker.contain(None, error)
+
+    def take_one(self, name: str) -> None:
+        """Wait for a ready fd from the boss and handle it, all with the mutex held."""
+        asked = time.monotonic()
+        with self.mutex:
+            lock_wait = time.monotonic() - asked
+            while not self.ready_fds and not self.stopping:
+                self.not_empty.wait(timeout=0.5)  # releases the mutex while idle
+            if not self.ready_fds:
+                return
+            acquired = time.monotonic()
+            fd, events = self.ready_fds.popleft()
+            self.not_full.notify()
+            self.handle_ready([(fd, events)])  # FLAW: recv and packet handling with the mutex held
+            self.flush_dirty()  # ... and every send too
+            if fd in self.connections:
+                self.rearm(fd)
+            self.report(name, lock_wait, time.monotonic() - acquired)
 
     def report(self, thread: str, wait_s: float, hold_s: float) -> None:
         if self.telemetry:

@@ -13,6 +13,8 @@ import select
 import sys
 import time
 
+from mqtt.broker import Broker
+
 from .common import BaseServer, main
 
 
@@ -20,8 +22,8 @@ class PollServer(BaseServer):
     variant = "poll_srv"
     mode = "poll"
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args)
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        super().__init__(args, broker)
         # CPython keeps our registrations in a dict and rebuilds the pollfd array from it
         # whenever it changed; the kernel copies and scans all of it on every call.
         self.poller = select.poll()

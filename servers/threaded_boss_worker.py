@@ -25,6 +25,7 @@ import threading
 import time
 from collections import deque
 
+from mqtt.broker import Broker
 from mqtt.connection import Connection
 
 from .common import BaseServer, main
@@ -50,6 +51,7 @@ class Worker:
         self.read_buffer = bytearray(server.args.read_chunk)
         self.read_view = memoryview(self.read_buffer)
         self.writev = server.args.writev
+        self.wait_calls = 0
         self.thread = threading.Thread(target=self.run, name=self.name, daemon=True)
 
     def poke(self) -> None:
@@ -57,34 +59,51 @@ class Worker:
 
     def run(self) -> None:
         name_this_thread(self.name)
-        telemetry = self.server.telemetry
-        calls = 0
         while not self.server.stopping:
-            started = time.monotonic()
-            ready = self.epoll.poll(WAKE_INTERVAL)
-            if telemetry:
-                calls += 1
-                blocked = time.monotonic() - started
-                telemetry.emit_wait(
-                    self.server.variant,
-                    "ET",
-                    calls,
-                    blocked,
-                    ready,
-                    len(self.connections) + 1,
-                    thread=self.name,
-                )
-            for fd, events in ready:
-                if fd == self.wakeup:
-                    with contextlib.suppress(BlockingIOError):
-                        os.eventfd_read(self.wakeup)
-                    self.adopt()
-                    continue
-                if fd in self.connections and events & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
+            try:
+                self.turn()
+            except Exception as error:
+                # A worker that died would orphan its clients while the process looks alive:
+                # whatever escaped the per-connection barrier is logged, and the loop goes on.
+                with self.lock.held(self.name):
+                    self.server.broker.contain(None, error)
+
+    def turn(self) -> None:
+        """One loop turn: wait, adopt new sockets, read, write."""
+        telemetry = self.server.telemetry
+        started = time.monotonic()
+        ready = self.epoll.poll(WAKE_INTERVAL)
+        if telemetry:
+            self.wait_calls += 1
+            blocked = time.monotonic() - started
+            telemetry.emit_wait(
+                self.server.variant, "ET", self.wait_calls, blocked, ready, len(self.connections) + 1,
+                thread=self.name,
+            )
+        for fd, events in ready:
+            if fd == self.wakeup:
+                with contextlib.suppress(BlockingIOError):
+                    os.eventfd_read(self.wakeup)
+                self.adopt()
+                continue
+            connection = self.connections.get(fd)
+            if connection is None:
+                continue
+            try:  # the fault barrier: a bug met on this connection ends only this connection
+                if events & (select.EPOLLIN | select.EPOLLERR | select.EPOLLHUP):
                     self.read(fd)
                 if fd in self.connections and events & select.EPOLLOUT:
-                    self.flush(self.connections[fd])  # a full send buffer drained
-            self.flush_owned()
+                    self.flush(connection)  # a full send buffer drained
+            except Exception as error:
+                self.contain(fd, connection, error)
+        self.flush_owned()
+
+    def contain(self, fd: int, connection: Connection, error: Exception) -> None:
+        """The fault barrier: the core ends this one connection (and logs why); close its socket now."""
+        with self.lock.held(self.name):
+            self.server.broker.contain(connection, error)
+        if self.connections.get(fd) is connection:
+            self.close(fd, connection.close_reason)
 
     def adopt(self) -> None:
         while self.inbox:
@@ -118,7 +137,10 @@ class Worker:
             self.server.route_dirty(self)
             mine, self.to_flush = self.to_flush, set()
         for connection in mine:
-            self.flush(connection)
+            try:  # the fault barrier, around sent() and the session pump behind it
+                self.flush(connection)
+            except Exception as error:
+                self.contain(connection.tag.fileno(), connection, error)
 
     def flush(self, connection: Connection) -> None:
         sock = connection.tag
@@ -147,7 +169,10 @@ class Worker:
     def close(self, fd: int, reason: str) -> None:
         connection = self.connections.pop(fd)
         with self.lock.held(self.name):
-            connection.lost(reason)
+            try:
+                connection.lost(reason)
+            except Exception as error:  # the fault barrier: the socket is closed all the same
+                self.server.broker.contain(connection, error)
             self.server.owner.pop(connection, None)
             self.server.route_dirty(self)
         with contextlib.suppress(OSError):
@@ -170,8 +195,8 @@ class ThreadedServer(BaseServer):
             "--queue-size", type=int, default=64, help="--naive: bound of the shared fd queue"
         )
 
-    def __init__(self, args: argparse.Namespace) -> None:
-        super().__init__(args)
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        super().__init__(args, broker)
         self.core_lock = TimedLock(self.telemetry)
         self.stopping = False
         self.owner: dict[Connection, Worker] = {}  # who may write to a connection's socket

@@ -24,10 +24,19 @@ def available_variants() -> list[str]:
 class ServerProcess:
     """``python -m servers.<variant> --port 0 ...``, ready once it prints its listening line."""
 
-    def __init__(self, variant: str, *args: str, timeout: float = 15.0, preexec_fn=None) -> None:  # type: ignore[no-untyped-def]
+    def __init__(  # type: ignore[no-untyped-def]
+        self,
+        variant: str,
+        *args: str,
+        timeout: float = 15.0,
+        preexec_fn=None,
+        launcher: tuple[str, ...] = (),
+    ) -> None:
+        """``launcher``: run ``python -m LAUNCHER... VARIANT`` instead of ``-m servers.VARIANT``."""
         self.variant = variant
         self.log = tempfile.NamedTemporaryFile(prefix=f"{variant}-", suffix=".log", delete=False)  # noqa: SIM115
-        command = [sys.executable, "-m", f"servers.{variant}", "--port", "0", *args]
+        module = [*launcher, variant] if launcher else [f"servers.{variant}"]
+        command = [sys.executable, "-m", *module, "--port", "0", *args]
         self.process = subprocess.Popen(
             command, cwd=ROOT, stdout=subprocess.PIPE, stderr=self.log, text=True, preexec_fn=preexec_fn
         )
