@@ -11,7 +11,6 @@ publish to and receive from each other. ``$SYS/broker/faults`` counts exactly th
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator
 
@@ -37,14 +36,6 @@ def faulty_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     process = ServerProcess(variant, "--sys-interval", "1", *flags, launcher=launcher)
     yield process
     assert process.stop() == 0, process.stderr()
-
-
-def thread_names(pid: int) -> list[str]:
-    names = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/comm") as comm:
-            names.append(comm.read().strip())
-    return sorted(names)
 
 
 def exchange(bystanders: list[PahoClient], topic: str, round_name: str) -> None:
@@ -95,7 +86,7 @@ FAULTS: list[Callable[[Clients], str]] = [fault_in_receive, fault_in_sent, fault
 def test_a_fault_closes_only_its_connection_and_every_bystander_goes_on(faulty_server: ServerProcess) -> None:
     topic = unique("bystanders")
     baseline = fd_baseline(faulty_server)
-    threads = thread_names(faulty_server.pid)
+    threads = faulty_server.thread_names()
     with Clients(faulty_server) as clients:
         bystanders = [clients.paho() for _ in range(BYSTANDERS)]
         for client in bystanders:
@@ -110,7 +101,7 @@ def test_a_fault_closes_only_its_connection_and_every_bystander_goes_on(faulty_s
             while will.topic != f"wills/{where}":  # skip $SYS updates in between
                 will = watcher.next_message(timeout=10)
             exchange(bystanders, topic, f"after-{where}")
-            assert faulty_server.process.poll() is None and thread_names(faulty_server.pid) == threads
+            assert faulty_server.process.poll() is None and faulty_server.thread_names() == threads
         assert sys_value(watcher, "$SYS/broker/faults", lambda value: value == str(len(FAULTS)))
     fds_back_to(faulty_server, baseline)
     log = faulty_server.stderr()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
-import os
 import select
 import threading
 import time
@@ -144,16 +143,8 @@ def test_default_boss_worker_never_holds_the_lock_across_recv() -> None:
 @pytest.mark.parametrize("flags", [(), ("--naive",)], ids=["default", "naive"])
 def test_boss_worker_threads_are_named_in_proc(flags: tuple[str, ...]) -> None:
     with dedicated_server("threaded_boss_worker", *flags) as server:
-
-        def thread_names() -> set[str]:
-            tasks = f"/proc/{server.pid}/task"
-            names = set()
-            for tid in os.listdir(tasks):
-                with contextlib.suppress(OSError), open(f"{tasks}/{tid}/comm") as comm:
-                    names.add(comm.read().strip())
-            return names
-
-        wait_until(lambda: {"boss", "worker-1", "worker-2"} <= thread_names(), what="named threads")
+        threads = {"boss", "worker-1", "worker-2"}
+        wait_until(lambda: threads <= set(server.thread_names()), what="named threads")
 
 
 # -- level- vs edge-triggered, seen in the wait events -----------------------------------------

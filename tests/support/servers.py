@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import subprocess
@@ -71,6 +72,15 @@ class ServerProcess:
 
     def open_fds(self) -> int:
         return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def thread_names(self) -> list[str]:
+        """The kernel's names of the server's threads, sorted; empty once the process is gone."""
+        names = []
+        with contextlib.suppress(FileNotFoundError):
+            for task in os.listdir(f"/proc/{self.pid}/task"):
+                with contextlib.suppress(FileNotFoundError):  # a thread may end between the two calls
+                    names.append(Path(f"/proc/{self.pid}/task/{task}/comm").read_text().strip())
+        return sorted(names)
 
     def stop(self, timeout: float = 10.0) -> int | None:
         stop_process(self.process, timeout)
