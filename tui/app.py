@@ -26,6 +26,8 @@ from tui.widgets.threads_view import ThreadsView
 
 FRAME_SECONDS = 0.1  # redraw at most ten times a second, whatever the event rate
 TABS = ("ready", "tcp", "threads", "packets")
+VIEWS = "ReadyListView, TcpView, ThreadsView, PacketsView"
+View = ReadyListView | TcpView | ThreadsView | PacketsView
 TAB_ACTIONS = {"filter": ("tcp",), "sort": ("tcp",), "turn": ("ready", "tcp")}
 
 
@@ -69,6 +71,9 @@ class LabApp(App[None]):
     def on_mount(self) -> None:
         if self.collector is not None:
             self.collector.start()
+        # The app's Mount comes after its compose, so the first frame finds the widgets built.
+        # The last ones may not: the timer stops only once the screens are gone, and a shutdown
+        # that skips App.exit() (run_test's, or one after a crash) lets it tick meanwhile.
         self.set_interval(FRAME_SECONDS, self.next_frame)
         self.call_after_refresh(self.redraw)
 
@@ -85,13 +90,34 @@ class LabApp(App[None]):
         self.redraw()
 
     def redraw(self) -> None:
-        self.main_screen.query_one(StatusBar).draw(self.model, self.paused)
-        self.active_view().refresh_from(self.model)
+        """Draw the status bar and the visible tab; skipped while they are not mounted."""
+        widgets = self.mounted_views()
+        if widgets is None:
+            return
+        status_bar, view = widgets
+        status_bar.draw(self.model, self.paused)
+        view.refresh_from(self.model)
 
-    def active_view(self) -> ReadyListView | TcpView | ThreadsView | PacketsView:
+    def mounted_views(self) -> tuple[StatusBar, View] | None:
+        """The status bar and the visible tab's view, or None before the main screen has them,
+        or once shutdown has begun to take them down. Looked up without raising NoMatches."""
+        if not self.screen_stack:
+            return None
+        screen = self.main_screen
+        status_bars, tabs = screen.query(StatusBar), screen.query(TabbedContent)
+        pane = tabs.first().active_pane if tabs else None
+        views = pane.query(VIEWS) if pane is not None else None
+        if not status_bars or not views:
+            return None
+        status_bar, view = status_bars.first(), views.first()
+        if not (status_bar.is_attached and view.is_attached):
+            return None
+        return status_bar, view  # type: ignore[return-value]
+
+    def active_view(self) -> View:
         pane = self.tabbed_content.active_pane
         assert pane is not None
-        return pane.query_one("ReadyListView, TcpView, ThreadsView, PacketsView")  # type: ignore[return-value]
+        return pane.query_one(VIEWS)  # type: ignore[return-value]
 
     @property
     def main_screen(self) -> Screen[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import select
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -25,9 +26,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from labs.bench.targets import REPO_ROOT
-from labs.lab import Lab, console, lab_arguments
+from labs.lab import Lab, TimingComparison, console, lab_arguments
 
 SIZES = (10, 100, 1_000, 10_000)
+REPEATS = 5  # each figure is measured this many times: the verdicts need the spread
 SELECT_MAX = 1_000  # select() cannot watch an fd >= FD_SETSIZE (1024); CPython raises ValueError
 METHODS = ("select", "poll", "epoll")
 COMPARE = [
@@ -79,51 +81,67 @@ def waiters(watched: Watched) -> dict[str, Callable[[], list[int]]]:
 
 
 def time_per_call(call: Callable[[], list[int]], batch_seconds: float) -> float:
-    """Microseconds per call: the best of five batches, each long enough to time reliably."""
+    """CPU microseconds per call: the best of five batches, each long enough to time reliably.
+
+    CPU time of this thread (user + kernel, where the scan happens), not wall time: on a busy
+    machine a batch may sit preempted for milliseconds, which says nothing about the call.
+    """
     calls = 1
     while True:  # grow the batch until it takes batch_seconds
-        started = time.perf_counter()
+        started = time.thread_time()
         for _ in range(calls):
             call()
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         if elapsed >= batch_seconds:
             break
         calls *= 2
     best = elapsed / calls
     for _ in range(4):
-        started = time.perf_counter()
+        started = time.thread_time()
         for _ in range(calls):
             call()
-        best = min(best, (time.perf_counter() - started) / calls)
+        best = min(best, (time.thread_time() - started) / calls)
     return best * 1e6
 
 
-def measure(lab: Lab, batch_seconds: float) -> dict[int, dict[str, float]]:
+Results = dict[int, dict[str, list[float]]]  # N -> method -> CPU µs per call, one per repeat
+
+
+def measure(lab: Lab, batch_seconds: float) -> Results:
     lab.step("Time one wait call (timeout 0) with N idle fds and one readable fd.")
-    lab.say("each call must return exactly the one readable fd; µs per call, best of 5 batches")
-    results: dict[int, dict[str, float]] = {}
+    lab.say("each call must return exactly the one readable fd; CPU µs per call, best of 5 batches,")
+    lab.say(f"measured {REPEATS} times (the methods in turn); the table shows the medians")
+    results: Results = {}
     all_correct = True
     for size in SIZES:
         watched = Watched(size)
         try:
             calls = waiters(watched)
-            results[size] = {}
-            for method, call in calls.items():
-                all_correct &= call() == [watched.active]
-                results[size][method] = time_per_call(call, batch_seconds)
+            results[size] = {method: [] for method in calls}
+            for _ in range(REPEATS):
+                for method, call in calls.items():
+                    all_correct &= call() == [watched.active]
+                    results[size][method].append(time_per_call(call, batch_seconds))
         finally:
             watched.close()
     lab.check(all_correct, "select, poll and epoll each returned exactly the active fd")
     return results
 
 
-def show_table(results: dict[int, dict[str, float]]) -> None:
-    table = Table(title="µs per wait call (N idle fds + 1 readable)", title_justify="left")
+def medians(results: Results) -> dict[int, dict[str, float]]:
+    return {
+        size: {method: statistics.median(times) for method, times in row.items()}
+        for size, row in results.items()
+    }
+
+
+def show_table(results: Results) -> None:
+    table = Table(title="CPU µs per wait call (N idle fds + 1 readable)", title_justify="left")
     table.add_column("idle fds N", justify="right")
     for method in METHODS:
         table.add_column(f"{method}()", justify="right")
     table.add_column("poll / epoll", justify="right")
-    for size, row in results.items():
+    for size, row in medians(results).items():
         cells = [f"{row[method]:,.1f}" if method in row else "ValueError" for method in METHODS]
         table.add_row(f"{size:,}", *cells, f"{row['poll'] / row['epoll']:,.1f}×")
     console.print(table)
@@ -146,24 +164,29 @@ def select_limit(lab: Lab) -> None:
     lab.check(bool(raised), f"select() refuses fd {high}: it cannot watch fds ≥ 1024")
 
 
-def verdicts(lab: Lab, results: dict[int, dict[str, float]]) -> None:
+def verdicts(lab: Lab, results: Results) -> None:
+    """Timing claims, each over the repeats: asserted when large and stable, else only printed."""
     lab.step("Read the table: who grows with N, who stays flat?")
     small, large = results[SIZES[0]], results[SIZES[-1]]
-    select_small, select_large = small["select"], results[SELECT_MAX]["select"]
-    lab.check(
-        select_large > 5 * select_small,
+    table = medians(results)
+    select_small, select_large = table[SIZES[0]]["select"], table[SELECT_MAX]["select"]
+    lab.check_timing(
+        TimingComparison.of(results[SELECT_MAX]["select"], small["select"]),
         f"select grows with N: {select_small:.1f} µs at {SIZES[0]} → {select_large:.1f} µs at {SELECT_MAX:,}",
     )
-    lab.check(
-        large["poll"] > 5 * small["poll"],
-        f"poll grows with N: {small['poll']:.1f} µs at {SIZES[0]} → {large['poll']:.1f} µs at {SIZES[-1]:,}",
+    poll_small, poll_large = table[SIZES[0]]["poll"], table[SIZES[-1]]["poll"]
+    lab.check_timing(
+        TimingComparison.of(large["poll"], small["poll"]),
+        f"poll grows with N: {poll_small:.1f} µs at {SIZES[0]} → {poll_large:.1f} µs at {SIZES[-1]:,}",
     )
-    lab.check(
-        large["epoll"] < 3 * small["epoll"],
-        f"epoll stays flat: {small['epoll']:.2f} µs at {SIZES[0]} → {large['epoll']:.2f} µs at {SIZES[-1]:,}",
-    )
-    ratio = large["poll"] / large["epoll"]
-    lab.check(ratio > 5, f"at N = {SIZES[-1]:,} epoll is {ratio:,.0f}× cheaper than poll (> 5× required)")
+    # Flat means no effect, and a ratio near 1 is within a busy machine's noise: shown, not asserted.
+    # The claim that can fail if epoll scanned its fds is the next one: epoll ≪ poll at N = 10,000.
+    flat = TimingComparison.of(large["epoll"], small["epoll"])
+    epoll_small, epoll_large = table[SIZES[0]]["epoll"], table[SIZES[-1]]["epoll"]
+    lab.say(f"epoll stays flat: {epoll_small:.2f} µs at {SIZES[0]} → {epoll_large:.2f} µs at {SIZES[-1]:,}")
+    lab.say(f"  {flat.describe()}: shown, not asserted")
+    cheaper = TimingComparison.of(large["poll"], large["epoll"])
+    lab.check_timing(cheaper, f"at N = {SIZES[-1]:,} epoll is {cheaper.ratio:,.0f}× cheaper than poll")
 
 
 def with_brokers(lab: Lab, quick: bool) -> None:
@@ -198,10 +221,13 @@ def with_brokers(lab: Lab, quick: bool) -> None:
         if row["scenario"] == "idle-scaling" and row["status"] == "ok"
     }
     most = max(idle for _, idle in cost)
-    poll_grows = cost[("poll_srv", most)] > 5 * cost[("poll_srv", 0)]
-    epoll_flat = cost[("epoll_lt", most)] < 3 * cost[("epoll_lt", 0)]
-    lab.check(poll_grows, f"poll_srv's CPU per message grows more than 5× from 0 to {most:,} idle clients")
-    lab.check(epoll_flat, f"epoll_lt's stays within 3× from 0 to {most:,} idle clients")
+    # One compare.py run per point gives no repeats, hence no spread: these ratios are printed,
+    # not asserted (the wait-call timings above are, over their repeats).
+    poll_growth = cost[("poll_srv", most)] / cost[("poll_srv", 0)]
+    epoll_growth = cost[("epoll_lt", most)] / cost[("epoll_lt", 0)]
+    growth = f"poll_srv {poll_growth:.1f}×, epoll_lt {epoll_growth:.1f}×"
+    lab.say(f"CPU per message, 0 → {most:,} idle clients: {growth}")
+    lab.say("one run per point, so no spread to judge them by: shown, not asserted")
 
 
 def main() -> int:

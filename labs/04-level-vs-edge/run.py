@@ -116,19 +116,20 @@ def the_trap(lab: Lab) -> None:
     acked = [type(packet) for packet in after] == [Puback, Pingresp]
     lab.check(acked, "the PINGREQ's edge lets the server read on: PUBACK, then PINGRESP")
 
+    # What tells the fixed loops from the trap is whether the PUBACK comes before the client
+    # sends anything else (a new edge), not how many milliseconds it takes: the state is checked,
+    # the time (well under a millisecond on loopback) is only printed.
     lab.step("Level-triggered, same 1 KB reads (epoll_lt --read-chunk 1024).")
     waited, _, _ = trap(lab, "epoll_lt", "--read-chunk", "1024")
-    lab.check(
-        waited is not None and waited < 0.5, "LT: PUBACK at once; the fd was reported again for the rest"
-    )
+    lab.check(waited is not None, "LT: PUBACK with no new edge; the fd was reported again for the rest")
 
     lab.step("Edge-triggered done right: read until EAGAIN (epoll_et --read-chunk 1024).")
     waited, _, _ = trap(lab, "epoll_et", "--read-chunk", "1024")
-    lab.check(waited is not None and waited < 0.5, "ET draining until EAGAIN: PUBACK at once")
+    lab.check(waited is not None, "ET draining until EAGAIN: PUBACK with no new edge")
 
 
-def timed_mosquitto_pub(lab: Lab, variant: str, *flags: str) -> tuple[float, list[str]]:
-    """mosquitto_pub -q 1 -k 5 of a 2,000-byte message; seconds it took and its -d lines."""
+def timed_mosquitto_pub(lab: Lab, variant: str, *flags: str) -> list[str]:
+    """mosquitto_pub -q 1 -k 5 of a 2,000-byte message, timed; its -d lines."""
     with running_server(variant, *flags) as broker:
         command = ["mosquitto_pub", "-p", str(broker.address[1]), "-q", "1", "-k", str(PUB_KEEPALIVE)]
         command += ["-t", "lab04", "-m", "x" * TRAP_PAYLOAD, "-d"]
@@ -143,7 +144,12 @@ def timed_mosquitto_pub(lab: Lab, variant: str, *flags: str) -> tuple[float, lis
     for line in lines:
         lab.say(f"  pub│ {line}")
     lab.say(f"  real {elapsed:.3f} s")
-    return elapsed, lines
+    return lines
+
+
+def line_number(lines: list[str], text: str) -> int | None:
+    """Where mosquitto_pub -d first printed ``text``, or None if it never did."""
+    return next((number for number, line in enumerate(lines) if text in line), None)
 
 
 def with_mosquitto_pub(lab: Lab) -> None:
@@ -152,14 +158,19 @@ def with_mosquitto_pub(lab: Lab) -> None:
         lab.say("(mosquitto_pub is not installed: skipped)")
         return
     lab.say('$ PAYLOAD=$(head -c 2000 /dev/zero | tr "\\0" x)')
-    stuck, lines = timed_mosquitto_pub(lab, "epoll_et", "--bug", "read-once", "--read-chunk", "1024")
-    pinged = any("PINGREQ" in line for line in lines) and any("PUBACK" in line for line in lines)
+    # Judged by the order of mosquitto_pub's own -d lines, not by its run time (printed above):
+    # the PUBACK received after the PINGREQ sent is the stall, whatever the machine's load.
+    lines = timed_mosquitto_pub(lab, "epoll_et", "--bug", "read-once", "--read-chunk", "1024")
+    ping, ack = line_number(lines, "sending PINGREQ"), line_number(lines, "received PUBACK")
     lab.check(
-        stuck >= PUB_KEEPALIVE - 0.5 and pinged,
-        f"ET + read-once: the PUBACK waited for the keepalive PINGREQ, {PUB_KEEPALIVE} s later",
+        ping is not None and ack is not None and ping < ack,
+        f"ET + read-once: the PUBACK waited for the keepalive PINGREQ (-k {PUB_KEEPALIVE})",
     )
-    prompt, _ = timed_mosquitto_pub(lab, "epoll_lt", "--read-chunk", "1024")
-    lab.check(prompt < 1.0, "LT: mosquitto_pub is done at once")
+    lines = timed_mosquitto_pub(lab, "epoll_lt", "--read-chunk", "1024")
+    ping, ack = line_number(lines, "sending PINGREQ"), line_number(lines, "received PUBACK")
+    lab.check(
+        ack is not None and ping is None, "LT: mosquitto_pub is done at once: PUBACK, no PINGREQ needed"
+    )
 
 
 def mask_text(mask: int) -> str:

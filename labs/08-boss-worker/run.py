@@ -23,12 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from labs.bench.progress import NullUi
 from labs.bench.targets import Broker
 from labs.bench.throughput import FlowSpec, run_flow
-from labs.lab import Lab, lab_arguments, running_server
+from labs.lab import Lab, TimingComparison, lab_arguments, running_server
 from servers.telemetry import TelemetryReader
 from tui.sources.threads import ThreadMonitor, read_threads
 
 PUBLISHERS, SUBSCRIBERS = 4, 4
 THREAD_NAMES = {"boss", "worker-1", "worker-2"}
+# The workers' lock acquisitions of one run, in time order, cut into this many equal stretches:
+# each stretch gives the figures once more, and their spread says how stable a ratio is.
+STRETCHES = 5
 NAIVE_C = """\
 boss:   lock(&m);
         fd = accept(listen_fd);        /* flaw 1: lock held across accept */
@@ -181,6 +184,41 @@ def worker_figures(events: list[dict[str, Any]]) -> tuple[float, float]:
     return statistics.median(e["hold_s"] for e in workers), statistics.fmean(e["wait_s"] for e in workers)
 
 
+def stretch_figures(events: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """``worker_figures`` once per stretch of the run: the medians of hold, the means of wait."""
+    workers = sorted(lock_events(events, "worker"), key=lambda event: event["t"])
+    size = len(workers) // STRETCHES
+    if size == 0:
+        return [], []
+    stretches = [workers[index * size : (index + 1) * size] for index in range(STRETCHES)]
+    holds = [statistics.median(event["hold_s"] for event in stretch) for stretch in stretches]
+    waits = [statistics.fmean(event["wait_s"] for event in stretch) for stretch in stretches]
+    return holds, waits
+
+
+def lock_verdicts(lab: Lab, naive: list[dict[str, Any]], default: list[dict[str, Any]]) -> None:
+    """Hold: asserted, when large and stable over the stretches. Mean wait: shown only."""
+    (naive_hold, naive_wait), (default_hold, default_wait) = worker_figures(naive), worker_figures(default)
+    lab.say(f"workers' median hold: --naive {naive_hold * 1e6:.0f} µs, default {default_hold * 1e6:.0f} µs")
+    lab.say(f"workers' mean wait:   --naive {naive_wait * 1e6:.0f} µs, default {default_wait * 1e6:.1f} µs")
+    (naive_holds, naive_waits), (default_holds, default_waits) = (
+        stretch_figures(naive),
+        stretch_figures(default),
+    )
+    lab.say(f"per stretch of the run ({STRETCHES} equal runs of acquisitions), --naive over default:")
+    lab.check_timing(
+        TimingComparison.of(naive_holds, default_holds),
+        "--naive workers hold the lock over 10x longer (median)",
+        at_least=10,
+    )
+    # A mean wait jumps whenever a holder is preempted: beside busy loops, naive over default
+    # went from 4.5x to 810x between the stretches of one run, and the spread reached 33x: far
+    # too unstable to assert.
+    if naive_waits and default_waits:
+        lab.say(f"mean wait: {TimingComparison.of(naive_waits, default_waits).describe()}")
+        lab.say("  shown, not asserted: a mean wait swings with every preempted holder")
+
+
 def main() -> int:
     args = lab_arguments(__doc__.splitlines()[0]).parse_args()
     duration = 1.5 if args.quick else 3.0
@@ -215,19 +253,12 @@ def main() -> int:
         bool(default_locks) and not any(event["across_recv"] for event in default_locks),
         "default: no lock hold ever spans a recv",
     )
-    (naive_hold, naive_wait), (default_hold, default_wait) = worker_figures(naive), worker_figures(default)
-    lab.say(f"workers' median hold: --naive {naive_hold * 1e6:.0f} µs, default {default_hold * 1e6:.0f} µs")
-    lab.say(f"workers' mean wait:   --naive {naive_wait * 1e6:.0f} µs, default {default_wait * 1e6:.1f} µs")
-    lab.check(
-        naive_hold >= 10e-6 and naive_hold > 10 * default_hold,
-        "--naive workers hold the lock over 10x longer (median)",
-    )
-    lab.check(naive_wait > 3 * default_wait, "--naive workers wait for it over 3x longer (mean)")
-    best_threaded = max(per_cpu["naive"], per_cpu["default"])
-    lab.check(
-        best_threaded < 1.1 * per_cpu["epoll_et"],
-        "threads buy no efficiency over one epoll loop: the GIL",
-    )
+    lock_verdicts(lab, naive, default)
+    # The threaded models came out at 0.73x to 1.05x of epoll_et's msgs/CPU-s, one run each: a
+    # difference within a busy machine's noise, so it is shown, not asserted.
+    best_threaded = max(per_cpu["naive"], per_cpu["default"]) / (per_cpu["epoll_et"] or 1.0)
+    lab.say(f"threads vs one epoll loop: the better threaded model made {best_threaded:.2f}x")
+    lab.say("epoll_et's msgs/CPU-s (one run each: shown, not asserted)")
     return lab.finish()
 
 
