@@ -156,6 +156,9 @@ class BaseServer:
     def serve_forever(self) -> None:
         raise NotImplementedError
 
+    def start_threads(self) -> None:
+        """A threaded variant starts its threads here, before it announces that it listens."""
+
     # -- dispatch: what every loop does with its ready list ---------------------------------
 
     def handle_ready(self, ready: list[tuple[int, int]]) -> None:
@@ -332,6 +335,7 @@ class BaseServer:
 
     def run(self) -> int:
         try:
+            self.start_threads()
             self.announce()
             self.serve_forever()
         except Shutdown:

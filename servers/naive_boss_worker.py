@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import select
 import threading
 import time
@@ -25,7 +26,7 @@ from collections import deque
 from mqtt.broker import Broker
 
 from .common import BaseServer
-from .threading_tools import TimedLock, name_this_thread
+from .threading_tools import NamedThread, TimedLock, name_this_thread, start_named
 
 CLIENT_FLAGS = select.EPOLLIN | select.EPOLLONESHOT  # one hand-off per readiness until re-armed
 
@@ -46,7 +47,7 @@ class NaiveServer(BaseServer):
         self.epoll = select.epoll()
         self.epoll.register(self.listen_fd, select.EPOLLIN)
         self.workers = [
-            threading.Thread(target=self.work, args=(f"worker-{index}",), daemon=True)
+            NamedThread(f"worker-{index}", functools.partial(self.work, f"worker-{index}"))
             for index in range(1, args.workers + 1)
         ]
 
@@ -66,10 +67,11 @@ class NaiveServer(BaseServer):
         with contextlib.suppress(OSError):  # closed meanwhile
             self.epoll.modify(fd, flags)
 
-    def serve_forever(self) -> None:
+    def start_threads(self) -> None:
         name_this_thread("boss")
-        for worker in self.workers:
-            worker.start()
+        start_named(self.workers)
+
+    def serve_forever(self) -> None:
         while True:
             with self.mutex:
                 deadline = self.broker.tick(time.monotonic())
@@ -92,7 +94,6 @@ class NaiveServer(BaseServer):
                 self.telemetry.flush()
 
     def work(self, name: str) -> None:
-        name_this_thread(name)
         while not self.stopping:
             try:
                 self.take_one(name)

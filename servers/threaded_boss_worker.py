@@ -21,7 +21,6 @@ import os
 import select
 import socket
 import sys
-import threading
 import time
 from collections import deque
 
@@ -30,7 +29,7 @@ from mqtt.connection import Connection
 
 from .common import BaseServer, main
 from .naive_boss_worker import NaiveServer
-from .threading_tools import TimedLock, name_this_thread
+from .threading_tools import NamedThread, TimedLock, name_this_thread, start_named
 
 WAKE_INTERVAL = 0.5  # seconds; a worker's longest sleep, so a missed poke cannot stall it for long
 
@@ -52,13 +51,12 @@ class Worker:
         self.read_view = memoryview(self.read_buffer)
         self.writev = server.args.writev
         self.wait_calls = 0
-        self.thread = threading.Thread(target=self.run, name=self.name, daemon=True)
+        self.thread = NamedThread(self.name, self.run)
 
     def poke(self) -> None:
         os.eventfd_write(self.wakeup, 1)
 
     def run(self) -> None:
-        name_this_thread(self.name)
         while not self.server.stopping:
             try:
                 self.turn()
@@ -226,10 +224,11 @@ class ThreadedServer(BaseServer):
         worker.poke()
         return fd
 
-    def serve_forever(self) -> None:
+    def start_threads(self) -> None:
         name_this_thread("boss")
-        for worker in self.workers:
-            worker.thread.start()
+        start_named([worker.thread for worker in self.workers])
+
+    def serve_forever(self) -> None:
         boss_epoll = select.epoll()
         boss_epoll.register(self.listen_fd, select.EPOLLIN | select.EPOLLET)
         while True:

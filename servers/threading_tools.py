@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .telemetry import TelemetryEmitter
 
@@ -20,6 +20,33 @@ def name_this_thread(name: str) -> None:
     # /proc/self/task/TID/comm takes at most 15 bytes; pthread_setname_np is not in the stdlib.
     with contextlib.suppress(OSError), open(f"/proc/self/task/{threading.get_native_id()}/comm", "w") as comm:
         comm.write(name[:15])
+
+
+class NamedThread(threading.Thread):
+    """A daemon thread that first gives itself its kernel name, then says so, then works."""
+
+    def __init__(self, name: str, work: Callable[[], None]) -> None:
+        super().__init__(name=name, daemon=True)
+        self.work = work
+        self.named = threading.Event()
+
+    def run(self) -> None:
+        name_this_thread(self.name)
+        self.named.set()
+        self.work()
+
+
+def start_named(threads: list[NamedThread], timeout: float = 10.0) -> None:
+    """Start ``threads`` and return once each has named itself.
+
+    A server prints its readiness line after this, so whoever starts it (a test, a lab, the
+    TUI) finds every thread there and named, and the /proc/self/task/TID/comm file each one
+    opens to name itself is closed again before anyone counts the server's descriptors.
+    """
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.named.wait(timeout)
 
 
 class TimedLock:

@@ -141,10 +141,13 @@ def test_default_boss_worker_never_holds_the_lock_across_recv() -> None:
 
 
 @pytest.mark.parametrize("flags", [(), ("--naive",)], ids=["default", "naive"])
-def test_boss_worker_threads_are_named_in_proc(flags: tuple[str, ...]) -> None:
+def test_boss_worker_threads_are_running_and_named_once_the_server_says_it_listens(
+    flags: tuple[str, ...],
+) -> None:
+    # No waiting: the readiness line comes only after every worker has named itself, so a
+    # watcher (the TUI, a lab, a test's fd baseline) never sees a half-started server.
     with dedicated_server("threaded_boss_worker", *flags) as server:
-        threads = {"boss", "worker-1", "worker-2"}
-        wait_until(lambda: threads <= set(server.thread_names()), what="named threads")
+        assert server.thread_names() == ["boss", "worker-1", "worker-2"]
 
 
 # -- level- vs edge-triggered, seen in the wait events -----------------------------------------
