@@ -22,6 +22,7 @@ from .fields import (
     encode_remaining_length,
     encode_string,
 )
+from .fixed_header import MQTT_3_1, STRICT_FIRST_BYTES, check_fixed_header
 from .packets import (
     SUBACK_FAILURE,
     Connack,
@@ -44,19 +45,11 @@ from .packets import (
 )
 from .topics import validate_filter, validate_topic_name
 
-SUPPORTED_PROTOCOLS = {"MQTT": 4, "MQIsdp": 3}  # 3.1.1, and 3.1 as mosquitto accepts it
-MQTT_3_1 = 3  # protocol level of "MQIsdp" clients
+SUPPORTED_PROTOCOLS = {"MQTT": 4, "MQIsdp": MQTT_3_1}  # 3.1.1, and 3.1 as mosquitto accepts it
 
 PINGREQ_BYTES = b"\xc0\x00"
 PINGRESP_BYTES = b"\xd0\x00"
 DISCONNECT_BYTES = b"\xe0\x00"
-
-# Fixed-header flag nibble each type must carry (spec 2.2.2, [MQTT-2.2.2-1/2]); PUBLISH varies.
-_REQUIRED_FLAGS: list[int | None] = [0] * 16  # indexed by packet type; types 0 and 15 are reserved
-_REQUIRED_FLAGS[PacketType.PUBLISH] = None  # DUP, QoS and RETAIN: checked by check_publish_flags
-for _packet_type in (PacketType.PUBREL, PacketType.SUBSCRIBE, PacketType.UNSUBSCRIBE):
-    _REQUIRED_FLAGS[_packet_type] = 2
-
 
 # ---------------------------------------------------------------------------------------------
 # Encoding: every byte the broker sends is made by a function in this section.
@@ -236,13 +229,6 @@ def _decode_publish(first: int, body: bytes | memoryview) -> Publish:
     return Publish(topic, reader.take(reader.remaining()), qos, retain, dup, packet_id)
 
 
-def check_publish_flags(qos: int, dup: bool) -> None:
-    if qos == 3:
-        raise ProtocolError("[MQTT-3.3.1-4]", "PUBLISH must not have both QoS bits set")
-    if dup and not qos:
-        raise ProtocolError("[MQTT-3.3.1-2]", "DUP must be 0 for a QoS 0 PUBLISH")
-
-
 def _decode_subscribe(body: bytes | memoryview) -> Subscribe:
     reader = FieldReader(body, "SUBSCRIBE")
     packet_id = reader.packet_id()
@@ -307,50 +293,6 @@ _BODY_DECODERS = {
     PacketType.SUBACK: _decode_suback,
     PacketType.UNSUBSCRIBE: _decode_unsubscribe,
 }
-
-
-def check_fixed_header(first: int) -> int:
-    """Return the packet type of a first byte, rejecting type 0/15 and wrong or invalid flags."""
-    packet_type = first >> 4
-    if packet_type == 0 or packet_type == 15:
-        raise ProtocolError("[MQTT-2.2.1]", f"reserved control packet type {packet_type}")
-    if packet_type == PacketType.PUBLISH:
-        check_publish_flags((first >> 1) & 0x03, bool(first & 0x08))
-        return packet_type
-    required = _REQUIRED_FLAGS[packet_type]
-    if first & 0x0F != required:
-        raise ProtocolError(
-            "[MQTT-2.2.2-2]",
-            f"{PacketType(packet_type).name} flags must be {required:#x}, got {first & 0x0F:#x}",
-        )
-    return packet_type
-
-
-def _is_valid_first_byte(first: int) -> bool:
-    try:
-        check_fixed_header(first)
-    except ProtocolError:
-        return False
-    return True
-
-
-# 256-entry lookups: the framing loop accepts a first byte with one index, not a call, so
-# whoever consumes Decoder.frames() gets only frames whose first byte is valid.
-STRICT_FIRST_BYTES = bytes(_is_valid_first_byte(first) for first in range(256))  # MQTT 3.1.1
-# Before CONNECT the level is unknown: let any CONNECT flags through to _decode_connect,
-# which refuses them for 3.1.1 once it has read the level.
-AWAITING_CONNECT_FIRST_BYTES = bytes(
-    valid or first >> 4 == PacketType.CONNECT for first, valid in enumerate(STRICT_FIRST_BYTES)
-)
-# MQTT 3.1 allowed DUP (0x08) on a retried SUBSCRIBE, UNSUBSCRIBE and PUBREL.
-MQTT_3_1_FIRST_BYTES = bytes(
-    valid or first in (0x6A, 0x8A, 0xAA) for first, valid in enumerate(AWAITING_CONNECT_FIRST_BYTES)
-)
-
-
-def first_bytes_for(protocol_level: int) -> bytes:
-    """The first-byte table for a connection that connected with ``protocol_level``."""
-    return MQTT_3_1_FIRST_BYTES if protocol_level == MQTT_3_1 else STRICT_FIRST_BYTES
 
 
 def decode_packet(first: int, body: bytes | memoryview) -> Packet:

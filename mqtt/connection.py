@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .codec import (
-    AWAITING_CONNECT_FIRST_BYTES,
     PINGRESP_BYTES,
     Decoder,
     decode_body,
@@ -18,10 +17,10 @@ from .codec import (
     encode_puback,
     encode_pubcomp,
     encode_pubrec,
-    first_bytes_for,
     publish_topic,
 )
 from .errors import LimitExceeded, ProtocolError, UnacceptableProtocolLevel
+from .fixed_header import AWAITING_CONNECT_FIRST_BYTES, first_bytes_for
 from .message import Message
 from .packets import ConnackCode, Connect, PacketType, Pingreq, Subscribe, Unsubscribe
 from .session import Session
