@@ -96,9 +96,17 @@ def subscribe(raw: RawClient, *filters: tuple[str, int], packet_id: int = 1) -> 
 def publish(
     raw: RawClient, topic: str, payload: bytes, qos: int = 0, packet_id: int = 1, retain: bool = False
 ) -> None:
-    """Publish and complete the inbound flow: PUBACK for QoS 1, PUBREC/PUBREL/PUBCOMP for QoS 2."""
+    """Publish and complete the inbound flow: PUBACK for QoS 1, PUBREC/PUBREL/PUBCOMP for QoS 2.
+
+    Either way the server has handled the PUBLISH when this returns. QoS 0 has no
+    acknowledgement, so a PINGREQ fences it: the server handles one connection's packets in
+    order, so the PINGRESP comes after the PUBLISH was routed. Without the fence, a threaded
+    server could route another connection's SUBSCRIBE first (another worker, no ordering).
+    """
     raw.send(Publish(topic, payload, qos, retain, packet_id=packet_id if qos else None))
-    if qos == 1:
+    if qos == 0:
+        raw.received[:0] = packets_before_pingresp(raw)  # keep what arrived before the PINGRESP
+    elif qos == 1:
         assert raw.expect(Puback) == Puback(packet_id)
     elif qos == 2:
         assert raw.expect(Pubrec) == Pubrec(packet_id)
