@@ -7,6 +7,10 @@ A driver owns the sockets and calls this object; it never touches one itself:
     for conn in broker.drain_dirty():  # connections with new output, or wanting to close
         n = sock.send(conn.pending()); conn.sent(n)
     broker.tick(now) -> deadline       # keepalive, $SYS; the driver's next wait timeout
+
+Hooks with plain data crossing them: ``policy`` (authentication, per-filter subscribe,
+publish, and a read check per delivery), ``store`` (durable state changes, see
+``mqtt.store_hook``) with ``restore`` at start-up, and ``on_connected``/``on_fault``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from .packets import SUBACK_FAILURE, ConnackCode, Connect, Subscribe, Unsubscrib
 from .policy import Policy
 from .retained import RetainedStore
 from .session import Session
-from .sys_topics import sys_messages
+from .store_hook import RestoredState, StoreHook
+from .sys_topics import LoadAverages, sys_messages
 from .topics import SubscriptionTrie, check_depth, topic_levels
 
 _MATCH_CACHE_SIZE = 4096
@@ -37,17 +42,17 @@ class Broker:
         clock: Callable[[], float],
         limits: Limits | None = None,
         policy: Policy | None = None,
+        store: StoreHook | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.policy = policy or Policy()
+        self.store = store  # persistent sessions and retained messages report their changes here
         self.stats = Stats(started_at=clock())
         self.sessions: dict[str, Session] = {}
         self.retained = RetainedStore()
         self.subscriptions = SubscriptionTrie()
         self.dirty: list[Connection] = []
-        # Past max_pending_output QoS 0 is dropped and QoS 1/2 queued; past this, close.
-        self.output_hard_limit = 2 * self.limits.max_pending_output + self.limits.max_packet_size
         self.on_connected: Callable[[Connection], None] | None = None  # telemetry hook
         # The driver's logger for contained faults: (connection or None, the exception).
         self.on_fault: Callable[[Connection | None, Exception], None] | None = None
@@ -56,6 +61,8 @@ class Broker:
         self._deadlines: list[tuple[float, int, Connection]] = []
         self._sequence = count()
         self._next_sys = self.stats.started_at  # first $SYS snapshot on the first tick
+        self.load = LoadAverages(self.stats.started_at)
+        self._next_expiry_scan = self.stats.started_at
 
     # -- driver contract -------------------------------------------------------------------
 
@@ -63,8 +70,13 @@ class Broker:
 
     def open(self, peer: str, tag: Any = None) -> Connection:
         connection = self.connection_class(self, peer, tag, self.clock())
+        self.stats.connections_opened += 1
         self._schedule(connection, connection.last_seen + self.limits.connect_timeout)
         return connection
+
+    def mark_dirty(self, connection: Connection) -> None:
+        """A connection gained output or wants closing: the driver visits it at drain_dirty."""
+        self.dirty.append(connection)
 
     def drain_dirty(self) -> list[Connection]:
         """Connections that gained output or want closing since the last call."""
@@ -88,6 +100,12 @@ class Broker:
             except Exception as error:  # the fault barrier: this connection's part of tick
                 self.contain(connection, error)
         next_deadline = deadlines[0][0] if deadlines else None
+        if self.limits.session_expiry > 0:
+            if now >= self._next_expiry_scan:
+                self._expire_sessions(now)
+                self._next_expiry_scan = now + min(60.0, self.limits.session_expiry / 4)
+            if next_deadline is None or self._next_expiry_scan < next_deadline:
+                next_deadline = self._next_expiry_scan
         if self.limits.sys_interval > 0:
             if now >= self._next_sys:
                 self._next_sys = now + self.limits.sys_interval
@@ -99,6 +117,18 @@ class Broker:
             if next_deadline is None or self._next_sys < next_deadline:
                 next_deadline = self._next_sys
         return next_deadline
+
+    def _expire_sessions(self, now: float) -> None:
+        """Discard persistent sessions whose client has been away longer than session_expiry."""
+        oldest = now - self.limits.session_expiry
+        expired = [
+            session
+            for session in self.sessions.values()
+            if session.connection is None and session.disconnected_at <= oldest
+        ]
+        for session in expired:
+            self._discard_session(session)
+        self.stats.clients_expired += len(expired)
 
     def _expire_or_reschedule(self, connection: Connection, now: float) -> None:
         deadline = connection.deadline()
@@ -140,7 +170,12 @@ class Broker:
             client_id = f"auto-{uuid.uuid4()}"  # the server assigns one [MQTT-3.1.3-6]
         code = self.policy.authenticate(connect)
         if code != ConnackCode.ACCEPTED:
-            connection.refuse(code, f"refused: CONNACK code {code}")
+            connection.refuse(code, f"refused: CONNACK code {code} (not authorised)")
+            return
+        if connect.keepalive > self.limits.max_keepalive:  # mosquitto 2.0's max_keepalive
+            most = self.limits.max_keepalive
+            reason = f"refused: keepalive {connect.keepalive} s is over max_keepalive {most} s"
+            connection.refuse(ConnackCode.IDENTIFIER_REJECTED, reason)
             return
         limit = self.limits.max_connections
         existing = self.sessions.get(client_id)
@@ -153,18 +188,20 @@ class Broker:
         connection.client_id = client_id
         connection.username = connect.username
         connection.keepalive = connect.keepalive
+        connection.bridge = connect.bridge
         if connect.will is not None:
             will = connect.will
             connection.will = Message.from_text(will.topic, will.payload, will.qos, will.retain)
         session, present = self._attach_session(client_id, connect.clean_session)
         session.connection = connection
+        session.username = connect.username
+        if session.store is not None:
+            session.store.session_saved(client_id, connect.username)
         connection.session = session
         stats = self.stats
         stats.clients_connected += 1
         stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
         connection.accept(present)
-        if present:
-            session.resend_inflight()
         deadline = connection.deadline()
         if deadline is not None and deadline < connection.next_check:
             self._schedule(connection, deadline)
@@ -178,6 +215,8 @@ class Broker:
         if existing is not None:
             self._discard_session(existing)  # clean start discards the old state [MQTT-3.1.2-6]
         session = Session(client_id, clean, self.limits, self.stats)
+        if not clean:
+            session.store = self.store
         self.sessions[client_id] = session
         return session, False
 
@@ -187,8 +226,27 @@ class Broker:
         session.subscriptions.clear()
         session.clear_outbound()
         self._match_cache.clear()
+        if session.store is not None:
+            session.store.session_removed(session.client_id)
+            session.store = None
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+
+    def restore(self, state: RestoredState) -> None:
+        """Load what a store kept, before the first client connects (no store events fire)."""
+        now = self.clock()
+        for message in state.retained:
+            self.retained.set(message.topic, message)
+        for saved in state.sessions:
+            session = Session(saved.client_id, False, self.limits, self.stats)
+            session.restore(saved)
+            session.disconnected_at = now - saved.disconnected_for
+            for topic_filter, qos in saved.subscriptions.items():
+                session.subscriptions[topic_filter] = qos
+                self.subscriptions.add(topic_filter, session, qos)
+            session.store = self.store
+            self.sessions[saved.client_id] = session
+        self._match_cache.clear()
 
     def end(self, connection: Connection, fire_will: bool) -> None:
         """Called once per connection, by ``Connection.close``."""
@@ -200,8 +258,11 @@ class Broker:
         will, connection.will = connection.will, None
         if session.connection is connection:
             session.connection = None
+            session.disconnected_at = self.clock()
             if session.clean:
                 self._discard_session(session)  # [MQTT-3.1.2-6]
+            elif session.store is not None:
+                session.store.session_disconnected(session.client_id)
         if fire_will and will is not None:
             self.publish(will, None)
 
@@ -213,6 +274,7 @@ class Broker:
         max_levels = self.limits.max_topic_levels
         codes = []
         granted_filters = []
+        store = session.store
         for topic_filter, requested in packet.subscriptions:
             if topic_levels(topic_filter) > max_levels or not self.policy.may_subscribe(
                 session.client_id, connection.username, topic_filter
@@ -222,6 +284,8 @@ class Broker:
             granted = min(requested, self.limits.max_qos)
             self.subscriptions.add(topic_filter, session, granted)
             session.subscriptions[topic_filter] = granted
+            if store is not None:
+                store.subscription_set(session.client_id, topic_filter, granted)
             codes.append(granted)
             granted_filters.append((topic_filter, granted))
         self._match_cache.clear()
@@ -232,9 +296,22 @@ class Broker:
     def _send_retained(self, session: Session, topic_filter: str, granted: int) -> None:
         if not self.retained:
             return
+        check_read = not self._open_policy
         # A list first: a delivery can close a connection, whose will may change the store.
         for message in list(self.retained.matching(topic_filter)):
-            session.deliver(message.as_retained(), min(message.qos, granted))
+            if check_read and not self.policy.may_read(session.client_id, session.username, message.topic):
+                continue  # a read-denied topic never reaches a client, retained copies included
+            self._deliver(session, message.as_retained(), min(message.qos, granted))
+
+    def _deliver(self, session: Session, message: Message, qos: int) -> None:
+        """One QoS 1/2 delivery (or a retained copy): now if the client keeps up, else queued."""
+        connection = session.connection
+        ready = connection is not None and not connection.congested
+        packet = session.deliver(message, qos, ready)
+        if packet is not None:
+            connection.send(packet)  # type: ignore[union-attr]
+        elif connection is not None and not ready:
+            connection.lagging()
 
     def unsubscribe(self, connection: Connection, packet: Unsubscribe) -> None:
         session = connection.session
@@ -244,6 +321,8 @@ class Broker:
         for topic_filter in packet.topic_filters:
             if session.subscriptions.pop(topic_filter, None) is not None:
                 self.subscriptions.remove(topic_filter, session)
+                if session.store is not None:
+                    session.store.subscription_removed(session.client_id, topic_filter)
         self._match_cache.clear()
         connection.send(encode_unsuback(packet.packet_id))  # [MQTT-3.10.4-4]
 
@@ -252,17 +331,17 @@ class Broker:
     def publish(self, message: Message, origin: Connection | None) -> None:
         """Route one message to every matching session; keep it if it is retained."""
         topic = message.topic
-        if (
-            not self._open_policy
-            and origin is not None
-            and not self.policy.may_publish(origin.client_id or "", origin.username, topic)
+        if origin is not None and (
+            (topic.startswith("$SYS") and not origin.bridge)  # clients cannot write the broker's $SYS
+            or (
+                not self._open_policy
+                and not self.policy.may_publish(origin.client_id or "", origin.username, topic)
+            )
         ):
+            self.stats.publish_denied += 1
             return
         if message.retain:
-            if message.payload:
-                self.retained.set(topic, message)
-            else:
-                self.retained.discard(topic)  # an empty retained payload clears [MQTT-3.3.1-10]
+            self._retain(topic, message)
         targets = self._match_cache.get(topic)
         if targets is None:
             targets = self.subscriptions.match(topic)
@@ -272,21 +351,36 @@ class Broker:
         if not targets:
             return
         published_qos = message.qos
-        limit = self.limits.max_pending_output
         stats = self.stats
+        check_read = not self._open_policy
+        may_read = self.policy.may_read
+        # A bridge never gets its own messages back: that would loop them between brokers.
+        echo = origin.session if origin is not None and origin.bridge else None
         for session, granted in targets.items():
+            if session is echo or (check_read and not may_read(session.client_id, session.username, topic)):
+                continue
             if published_qos and granted:
-                session.deliver(message, min(published_qos, granted))
+                self._deliver(session, message, min(published_qos, granted))
                 continue
             connection = session.connection
             if connection is None:
                 if self.limits.queue_qos0:
                     session.enqueue(message, 0)
-            # Connection.congested, inlined: this branch runs once per QoS 0 delivery.
-            elif (
-                not (connection.backed_up and connection.output_bytes >= limit) and not connection.wants_close
-            ):
+            elif not connection.congested and not connection.wants_close:
                 connection.send(message.plain())  # live copies carry RETAIN=0 [MQTT-3.3.1-9]
-                stats.messages_sent += 1
+                stats.publish_sent += 1
+                stats.publish_bytes_sent += len(message.payload)
             else:
                 stats.publish_dropped += 1
+                connection.lagging()
+
+    def _retain(self, topic: str, message: Message) -> None:
+        store = self.store if self.store is not None and not topic.startswith("$SYS") else None
+        if message.payload:
+            self.retained.set(topic, message)
+            if store is not None:
+                store.retained_set(topic, message.payload, message.qos)
+        elif self.retained.get(topic) is not None:  # an empty retained payload clears [MQTT-3.3.1-10]
+            self.retained.discard(topic)
+            if store is not None:
+                store.retained_cleared(topic)

@@ -123,7 +123,8 @@ def _encode_connect(packet: Connect) -> bytes:
     if packet.password is not None:
         flags |= 0x40
         payload += encode_binary(packet.password)
-    header = encode_string(packet.protocol_name) + bytes((packet.protocol_level, flags))
+    level = packet.protocol_level | (0x80 if packet.bridge else 0)
+    header = encode_string(packet.protocol_name) + bytes((level, flags))
     return _frame(0x10, header + U16.pack(packet.keepalive) + payload)
 
 
@@ -188,7 +189,10 @@ def publish_topic(topic_bytes: bytes) -> str:
 def _decode_connect(first: int, body: bytes | memoryview) -> Connect:
     reader = FieldReader(body, "CONNECT")
     name = reader.string()
-    level = reader.u8()
+    level_byte = reader.u8()
+    # mosquitto bridges set 0x80 on the level ("try_private") to ask for no echo of their own
+    # messages; the rest of the byte is the ordinary level.
+    level, bridge = level_byte & 0x7F, bool(level_byte & 0x80)
     if name not in SUPPORTED_PROTOCOLS:
         raise ProtocolError("[MQTT-3.1.2-1]", f"unknown protocol name {name!r}")
     if SUPPORTED_PROTOCOLS[name] != level:
@@ -217,7 +221,7 @@ def _decode_connect(first: int, body: bytes | memoryview) -> Connect:
     username = reader.string() if has_username else None
     password = reader.binary() if has_password else None
     reader.end()
-    return Connect(client_id, bool(flags & 0x02), keepalive, username, password, will, name, level)
+    return Connect(client_id, bool(flags & 0x02), keepalive, username, password, will, name, level, bridge)
 
 
 def _decode_publish(first: int, body: bytes | memoryview) -> Publish:

@@ -3,6 +3,11 @@
 This is the sans-I/O handle a driver keeps per socket. It frames and dispatches packets; the
 hot PUBLISH path reads the fixed header in place, reuses the previous topic's decoded string
 when the topic bytes repeat, and forwards a plain QoS 0 frame's bytes as they arrived.
+
+Output rules live here and only here: ``congested`` is a plain boolean that ``send`` and
+``sent`` keep current, so the broker's fan-out loop reads one attribute per delivery. A client
+that stays congested past ``slow_client_grace`` while messages keep coming is cut off with an
+abortive close (``abortive``: the driver resets the socket instead of flushing it).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from .codec import (
     encode_puback,
     encode_pubcomp,
     encode_pubrec,
+    encode_pubrel,
     publish_topic,
 )
 from .errors import LimitExceeded, ProtocolError, UnacceptableProtocolLevel
@@ -34,22 +40,30 @@ _TO_CLIENT_ONLY = {PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, P
 
 class Connection:
     __slots__ = (
+        "_clock",
         "_decoder",
         "_last_topic",
         "_last_topic_bytes",
+        "_mark_dirty",
         "_out",
+        "abortive",
         "backed_up",
+        "bridge",
         "broker",
         "client_id",
         "close_reason",
+        "congested",
+        "congested_since",
         "dirty",
         "ended",
         "keepalive",
         "last_seen",
+        "limits",
         "next_check",
         "output_bytes",
         "peer",
         "session",
+        "stats",
         "tag",
         "username",
         "wants_close",
@@ -57,13 +71,18 @@ class Connection:
     )
 
     def __init__(self, broker: Broker, peer: str, tag: Any, now: float) -> None:
-        self.broker = broker
+        self.broker = broker  # for what a packet asks of the broker: CONNECT, SUBSCRIBE, PUBLISH
+        self.limits = broker.limits
+        self.stats = broker.stats
+        self._mark_dirty = broker.mark_dirty  # "I have output, or want closing"
+        self._clock = broker.clock
         self.peer = peer
         self.tag = tag  # the driver's own handle (its fd), as C would store in epoll_data
         self.session: Session | None = None
         self.client_id: str | None = None
         self.username: str | None = None
         self.keepalive = 0
+        self.bridge = False  # a mosquitto bridge (protocol level | 0x80): never echo its own messages
         self.will: Message | None = None
         self.last_seen = now
         self.next_check = 0.0  # deadline of this connection's live entry in the broker's heap
@@ -71,10 +90,14 @@ class Connection:
         self.close_reason = ""
         self.ended = False
         self.dirty = False
+        self.abortive = False  # close with RST (SO_LINGER 0), dropping unsent output
         self._decoder = Decoder(broker.limits.max_packet_size, AWAITING_CONNECT_FIRST_BYTES)
         self._out: list[bytes] = []
         self.output_bytes = 0
         self.backed_up = False  # the last send left bytes behind: the peer is not keeping up
+        # Backed up and past max_pending_output: QoS 0 is dropped, QoS 1/2 wait in the session.
+        self.congested = False
+        self.congested_since = 0.0
         self._last_topic_bytes: bytes | None = None  # None: even an empty topic gets validated
         self._last_topic = ""
 
@@ -87,11 +110,12 @@ class Connection:
         """Parse and act on bytes read from the socket; may queue output on other connections."""
         if self.wants_close:
             return
-        broker = self.broker
-        self.last_seen = broker.clock()
-        broker.stats.bytes_received += len(data)
+        stats = self.stats
+        self.last_seen = self._clock()
+        stats.bytes_received += len(data)
         try:
             for buffer, start, body, end in self._decoder.frames(data):
+                stats.messages_received += 1
                 first = buffer[start]
                 if first >> 4 == 3:
                     self._on_publish(first, buffer, start, body, end)
@@ -132,10 +156,11 @@ class Connection:
         out = self._out
         if count <= 0:
             self.backed_up = bool(out)
+            self._update_congestion()
             return
         short = count < offered if offered is not None else count < self.output_bytes
         self.output_bytes -= count
-        self.broker.stats.bytes_sent += count
+        self.stats.bytes_sent += count
         if not self.output_bytes:
             out.clear()
         else:
@@ -147,9 +172,10 @@ class Connection:
             if count:
                 out[0] = out[0][count:]
         self.backed_up = short
+        self._update_congestion()
         session = self.session
         if session is not None and session.queue and session.connection is self:
-            session.pump()
+            self.pump()
 
     def lost(self, reason: str) -> None:
         """The socket died (EOF, reset, write error): fire the will, keep a persistent session."""
@@ -161,13 +187,51 @@ class Connection:
     def send(self, data: bytes) -> None:
         self._out.append(data)
         self.output_bytes += len(data)
-        if self.backed_up and self.output_bytes > self.broker.output_hard_limit and not self.ended:
+        self.stats.messages_sent += 1
+        if self.backed_up and not self.congested:
+            self._update_congestion()
+        if self.backed_up and self.output_bytes > self.limits.output_close_threshold and not self.ended:
             # Only replies (PUBACK, SUBACK...) can pile up this far: a client that sends but
             # never reads. Dropping it is the one way to keep its backlog bounded.
-            self.close(f"client is not reading: {self.output_bytes} bytes of output pending", True)
+            self.cut_off(f"client is not reading: {self.output_bytes} bytes of output pending")
         if not self.dirty:
             self.dirty = True
-            self.broker.dirty.append(self)
+            self._mark_dirty(self)
+
+    def _update_congestion(self) -> None:
+        """The one congestion rule: backed up (a short send) and past max_pending_output."""
+        congested = self.backed_up and self.output_bytes >= self.limits.max_pending_output
+        if congested and not self.congested:
+            self.congested_since = self._clock()
+        self.congested = congested
+
+    def lagging(self) -> None:
+        """A message for this client found it congested (and was dropped or queued).
+
+        Past ``slow_client_grace`` the client is cut off: otherwise a subscriber that stopped
+        reading keeps its socket, its Send-Q and its session queue full forever.
+        """
+        waited = self._clock() - self.congested_since
+        if waited > self.limits.slow_client_grace and not self.ended:
+            self.cut_off(f"client is not reading: congested for {waited:.1f} s, messages dropped")
+
+    def cut_off(self, reason: str) -> None:
+        """An abortive close: drop unsent output; the driver resets the socket (SO_LINGER 0)."""
+        self.abortive = True
+        self.close(reason, fire_will=True)
+        self._out.clear()
+        self.output_bytes = 0
+
+    def pump(self) -> None:
+        """Move queued messages of this client's session to the socket while it keeps up."""
+        session = self.session
+        if session is None:
+            return
+        while not self.congested:
+            packet = session.next_queued()
+            if packet is None:
+                return
+            self.send(packet)
 
     def close(self, reason: str, fire_will: bool) -> None:
         """Ask the driver to close this socket after flushing what is queued."""
@@ -178,7 +242,7 @@ class Connection:
         self.broker.end(self, fire_will)
         if not self.dirty:
             self.dirty = True
-            self.broker.dirty.append(self)
+            self._mark_dirty(self)
 
     def abort(self, reason: str) -> None:
         """End after an internal error (``Broker.contain``): no more output, the driver closes."""
@@ -192,17 +256,12 @@ class Connection:
         self.output_bytes = 0
         if not self.dirty:
             self.dirty = True
-            self.broker.dirty.append(self)
-
-    @property
-    def congested(self) -> bool:
-        """Backed up and past max_pending_output: QoS 0 is dropped, QoS 1/2 wait in the session."""
-        return self.backed_up and self.output_bytes >= self.broker.limits.max_pending_output
+            self._mark_dirty(self)
 
     def deadline(self) -> float | None:
         """When this connection expires: CONNECT timeout, or 1.5 x keepalive [MQTT-3.1.2-24]."""
         if self.session is None:
-            return self.last_seen + self.broker.limits.connect_timeout
+            return self.last_seen + self.limits.connect_timeout
         if self.keepalive:
             return self.last_seen + 1.5 * self.keepalive
         return None
@@ -227,22 +286,29 @@ class Connection:
             check_depth(topic, broker.limits.max_topic_levels, "PUBLISH topic")
             self._last_topic = topic
             self._last_topic_bytes = topic_bytes
-        broker.stats.messages_received += 1
+        stats = self.stats
+        stats.publish_received += 1
+        stats.publish_bytes_received += end - payload_start
         payload = buffer[payload_start:end]
+        # mosquitto's message_size_limit: acknowledged as 3.1.1 requires, then dropped.
+        routed = not self.limits.max_payload or end - payload_start <= self.limits.max_payload
+        if not routed:
+            stats.publish_dropped += 1
         if qos == 0:
-            plain = buffer[start:end] if first == 0x30 else None
-            broker.publish(Message(topic, topic_bytes, payload, 0, bool(first & 1), plain), self)
+            if routed:
+                plain = buffer[start:end] if first == 0x30 else None
+                broker.publish(Message(topic, topic_bytes, payload, 0, bool(first & 1), plain), self)
             return
         packet_id = (buffer[topic_end] << 8) | buffer[topic_end + 1]
         if packet_id == 0:
             raise ProtocolError("[MQTT-2.3.1-1]", "PUBLISH packet identifier must be non-zero")
         if qos == 1:
-            broker.publish(Message(topic, topic_bytes, payload, 1, bool(first & 1)), self)
+            if routed:
+                broker.publish(Message(topic, topic_bytes, payload, 1, bool(first & 1)), self)
             self.send(encode_puback(packet_id))
             return
         # QoS 2, method B: deliver on first receipt, remember the id until PUBREL [MQTT-4.3.3-2].
-        if packet_id not in session.inbound_qos2:
-            session.inbound_qos2.add(packet_id)
+        if routed and session.receive_qos2(packet_id):
             broker.publish(Message(topic, topic_bytes, payload, 2, bool(first & 1)), self)
         self.send(encode_pubrec(packet_id))
 
@@ -265,14 +331,18 @@ class Connection:
         packet = decode_body(first, body)
         if packet_type == PacketType.PUBACK:
             session.puback(packet.packet_id)  # type: ignore[union-attr]
+            self.pump()
         elif packet_type == PacketType.PUBREC:
-            session.pubrec(packet.packet_id)  # type: ignore[union-attr]
+            packet_id = packet.packet_id  # type: ignore[union-attr]
+            session.pubrec(packet_id)
+            self.send(encode_pubrel(packet_id))  # for an unknown id too, as mosquitto does
         elif packet_type == PacketType.PUBREL:
             packet_id = packet.packet_id  # type: ignore[union-attr]
-            session.inbound_qos2.discard(packet_id)
+            session.release_qos2(packet_id)
             self.send(encode_pubcomp(packet_id))  # also for an unknown id, so the client can finish
         elif packet_type == PacketType.PUBCOMP:
             session.pubcomp(packet.packet_id)  # type: ignore[union-attr]
+            self.pump()
         elif isinstance(packet, Subscribe):
             self.broker.subscribe(self, packet)
         elif isinstance(packet, Unsubscribe):
@@ -289,4 +359,10 @@ class Connection:
         self.close(reason, fire_will=False)
 
     def accept(self, session_present: bool) -> None:
+        """CONNACK 0, then what a resumed session still owes: in-flight resends, the queue."""
         self.send(encode_connack(session_present, ConnackCode.ACCEPTED))
+        session = self.session
+        if session_present and session is not None:
+            for packet in session.inflight_packets():
+                self.send(packet)
+            self.pump()

@@ -26,20 +26,45 @@ class Limits:
     max_topic_levels: int = 200
     connect_timeout: float = 30.0  # seconds a socket may stay open without sending CONNECT
     sys_interval: float = 10.0  # seconds between $SYS publications; 0 turns them off
+    # mosquitto's message_size_limit: a PUBLISH whose payload is longer is acknowledged and
+    # dropped (max_packet_size, by contrast, closes the connection). 0 means no limit.
+    max_payload: int = 0
+    max_keepalive: int = 65535  # a CONNECT asking for longer gets CONNACK 0x02, as mosquitto 2.0
+    # A connected client whose messages are being dropped (it does not read) is cut off with an
+    # abortive close once the drops have gone on this long, in seconds.
+    slow_client_grace: float = 30.0
+    # mosquitto's persistent_client_expiration: a persistent session disconnected this long is
+    # discarded, in seconds. 0 means never.
+    session_expiry: float = 0.0
+
+    @property
+    def output_close_threshold(self) -> int:
+        """Unsent bytes past which a backed-up connection is closed (2 x max_pending_output + a packet)."""
+        return 2 * self.max_pending_output + self.max_packet_size
 
 
 class Stats:
-    """Counters the broker updates in place; ``$SYS/broker/...`` topics publish them."""
+    """Counters the broker updates in place; ``$SYS/broker/...`` topics publish them.
+
+    Names follow mosquitto's: a "message" is any MQTT packet, a "publish" is a PUBLISH.
+    """
 
     __slots__ = (
         "bytes_received",
         "bytes_sent",
         "clients_connected",
+        "clients_expired",
         "clients_maximum",
+        "connections_opened",
         "faults",
         "messages_received",
         "messages_sent",
+        "publish_bytes_received",
+        "publish_bytes_sent",
+        "publish_denied",
         "publish_dropped",
+        "publish_received",
+        "publish_sent",
         "started_at",
     )
 
@@ -49,7 +74,14 @@ class Stats:
         self.bytes_sent = 0
         self.clients_connected = 0
         self.clients_maximum = 0
-        self.messages_received = 0
+        self.clients_expired = 0  # persistent sessions discarded by session_expiry
+        self.connections_opened = 0  # sockets handed to the core, for load/connections
+        self.messages_received = 0  # packets of any kind
         self.messages_sent = 0
-        self.publish_dropped = 0
+        self.publish_received = 0  # PUBLISH packets, and their payload bytes
+        self.publish_sent = 0
+        self.publish_bytes_received = 0
+        self.publish_bytes_sent = 0
+        self.publish_dropped = 0  # a full queue, a congested client, an oversize payload
+        self.publish_denied = 0  # refused by the policy (ACL) or aimed at $SYS
         self.faults = 0  # exceptions the fault barrier contained (Broker.contain)

@@ -60,6 +60,9 @@ class Connect:
     will: Will | None = None
     protocol_name: str = "MQTT"
     protocol_level: int = 4
+    # mosquitto's bridge bit (0x80 on the level byte, "try_private"): the peer is a bridge,
+    # so the broker must not echo the bridge's own messages back to it.
+    bridge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
