@@ -68,8 +68,11 @@ class Broker:
 
     connection_class = Connection  # a test may inject a subclass that fails on purpose
 
-    def open(self, peer: str, tag: Any = None) -> Connection:
+    def open(self, peer: str, tag: Any = None, trusted: bool = False) -> Connection:
+        """A new client connection. ``trusted``: the driver's own (a bridge's in-process client),
+        exempt from authentication and ACLs, as mosquitto exempts its bridges."""
         connection = self.connection_class(self, peer, tag, self.clock())
+        connection.trusted = trusted
         self.stats.connections_opened += 1
         self._schedule(connection, connection.last_seen + self.limits.connect_timeout)
         return connection
@@ -168,7 +171,7 @@ class Broker:
                 connection.refuse(ConnackCode.IDENTIFIER_REJECTED, "refused: empty client id [MQTT-3.1.3-8]")
                 return
             client_id = f"auto-{uuid.uuid4()}"  # the server assigns one [MQTT-3.1.3-6]
-        code = self.policy.authenticate(connect)
+        code = ConnackCode.ACCEPTED if connection.trusted else self.policy.authenticate(connect)
         if code != ConnackCode.ACCEPTED:
             connection.refuse(code, f"refused: CONNACK code {code} (not authorised)")
             return
@@ -188,6 +191,7 @@ class Broker:
         connection.client_id = client_id
         connection.username = connect.username
         connection.keepalive = connect.keepalive
+        connection.protocol_level = connect.protocol_level
         connection.bridge = connect.bridge
         if connect.will is not None:
             will = connect.will
@@ -195,6 +199,8 @@ class Broker:
         session, present = self._attach_session(client_id, connect.clean_session)
         session.connection = connection
         session.username = connect.username
+        session.trusted = connection.trusted
+        session.bridge = connect.bridge
         if session.store is not None:
             session.store.session_saved(client_id, connect.username)
         connection.session = session
@@ -276,9 +282,10 @@ class Broker:
         granted_filters = []
         store = session.store
         for topic_filter, requested in packet.subscriptions:
-            if topic_levels(topic_filter) > max_levels or not self.policy.may_subscribe(
+            allowed = connection.trusted or self.policy.may_subscribe(
                 session.client_id, connection.username, topic_filter
-            ):
+            )
+            if topic_levels(topic_filter) > max_levels or not allowed:
                 codes.append(SUBACK_FAILURE)  # a refusal per filter, not a silent close
                 continue
             granted = min(requested, self.limits.max_qos)
@@ -297,11 +304,24 @@ class Broker:
         if not self.retained:
             return
         check_read = not self._open_policy
+        output_limit = self.limits.max_pending_output
         # A list first: a delivery can close a connection, whose will may change the store.
         for message in list(self.retained.matching(topic_filter)):
-            if check_read and not self.policy.may_read(session.client_id, session.username, message.topic):
+            if check_read and not (
+                session.trusted or self.policy.may_read(session.client_id, session.username, message.topic)
+            ):
                 continue  # a read-denied topic never reaches a client, retained copies included
-            self._deliver(session, message.as_retained(), min(message.qos, granted))
+            qos = min(message.qos, granted)
+            connection = session.connection
+            # A burst bounded like any other: past the output bound (QoS 0) or a full queue
+            # (QoS 1/2) the rest is counted as dropped, before its payload is even read, so a
+            # 'SUBSCRIBE #' against a large restored store cannot pull it all into memory.
+            if (qos == 0 and connection is not None and connection.output_bytes >= output_limit) or (
+                qos and session.queue_full()
+            ):
+                self.stats.publish_dropped += 1
+                continue
+            self._deliver(session, message.as_retained(), qos)
 
     def _deliver(self, session: Session, message: Message, qos: int) -> None:
         """One QoS 1/2 delivery (or a retained copy): now if the client keeps up, else queued."""
@@ -335,6 +355,7 @@ class Broker:
             (topic.startswith("$SYS") and not origin.bridge)  # clients cannot write the broker's $SYS
             or (
                 not self._open_policy
+                and not origin.trusted
                 and not self.policy.may_publish(origin.client_id or "", origin.username, topic)
             )
         ):
@@ -356,8 +377,17 @@ class Broker:
         may_read = self.policy.may_read
         # A bridge never gets its own messages back: that would loop them between brokers.
         echo = origin.session if origin is not None and origin.bridge else None
+        retained = message.retain
         for session, granted in targets.items():
-            if session is echo or (check_read and not may_read(session.client_id, session.username, topic)):
+            if session is echo or (
+                check_read
+                and not session.trusted
+                and not may_read(session.client_id, session.username, topic)
+            ):
+                continue
+            if retained and session.bridge:
+                # A bridge gets the publisher's RETAIN flag, so the remote retains it too.
+                self._deliver(session, message.as_retained(), min(published_qos, granted))
                 continue
             if published_qos and granted:
                 self._deliver(session, message, min(published_qos, granted))

@@ -62,9 +62,11 @@ class Connection:
         "next_check",
         "output_bytes",
         "peer",
+        "protocol_level",
         "session",
         "stats",
         "tag",
+        "trusted",
         "username",
         "wants_close",
         "will",
@@ -82,6 +84,8 @@ class Connection:
         self.client_id: str | None = None
         self.username: str | None = None
         self.keepalive = 0
+        self.protocol_level = 0  # from CONNECT: 3 (MQTT 3.1) or 4 (3.1.1)
+        self.trusted = False  # set by Broker.open for the driver's own clients (bridges)
         self.bridge = False  # a mosquitto bridge (protocol level | 0x80): never echo its own messages
         self.will: Message | None = None
         self.last_seen = now
@@ -194,6 +198,12 @@ class Connection:
             # Only replies (PUBACK, SUBACK...) can pile up this far: a client that sends but
             # never reads. Dropping it is the one way to keep its backlog bounded.
             self.cut_off(f"client is not reading: {self.output_bytes} bytes of output pending")
+        if not self.dirty:  # wake(), inlined: this runs once per packet queued
+            self.dirty = True
+            self._mark_dirty(self)
+
+    def wake(self) -> None:
+        """Have the driver visit this connection at its next flush (output or a close to act on)."""
         if not self.dirty:
             self.dirty = True
             self._mark_dirty(self)
@@ -240,9 +250,7 @@ class Connection:
         self.wants_close = True
         self.close_reason = reason
         self.broker.end(self, fire_will)
-        if not self.dirty:
-            self.dirty = True
-            self._mark_dirty(self)
+        self.wake()
 
     def abort(self, reason: str) -> None:
         """End after an internal error (``Broker.contain``): no more output, the driver closes."""
@@ -254,9 +262,7 @@ class Connection:
         self.close_reason = reason
         self._out.clear()  # half-built state may lie behind it: send nothing more
         self.output_bytes = 0
-        if not self.dirty:
-            self.dirty = True
-            self._mark_dirty(self)
+        self.wake()
 
     def deadline(self) -> float | None:
         """When this connection expires: CONNECT timeout, or 1.5 x keepalive [MQTT-3.1.2-24]."""

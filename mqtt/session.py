@@ -38,6 +38,7 @@ class InFlight:
 
 class Session:
     __slots__ = (
+        "bridge",
         "clean",
         "client_id",
         "connection",
@@ -52,6 +53,7 @@ class Session:
         "stats",
         "store",
         "subscriptions",
+        "trusted",
         "username",
     )
 
@@ -61,6 +63,8 @@ class Session:
         self.limits = limits
         self.stats = stats
         self.username: str | None = None  # of the client that last attached: ACLs apply offline too
+        self.trusted = False  # a bridge's own client: no ACL applies
+        self.bridge = False  # a bridge: it keeps the publisher's RETAIN flag
         self.connection: Connection | None = None
         self.disconnected_at = 0.0  # broker clock; for session expiry while no client is attached
         self.store: StoreHook | None = None  # set for a persistent session when a store is in use
@@ -108,6 +112,10 @@ class Session:
                 self.client_id, seq, message.topic, message.payload, qos, message.delivered_retained, None
             )
         return True
+
+    def queue_full(self) -> bool:
+        limits = self.limits
+        return len(self.queue) >= limits.max_queued_messages or self.queued_bytes >= limits.max_queued_bytes
 
     def next_queued(self) -> bytes | None:
         """Move the oldest queued message into the window if it has room; its PUBLISH, or None."""

@@ -261,3 +261,70 @@ def test_a_persistent_session_away_longer_than_the_expiry_is_discarded() -> None
     assert "d" not in broker.sessions
     assert broker.stats.clients_expired == 1
     assert store.events[-1] == ("session_removed", "d")
+
+
+def test_a_retained_burst_is_bounded_without_reading_the_payloads_it_drops() -> None:
+    class CountedPayload(Message):
+        reads = 0
+
+        def as_retained(self) -> Message:
+            CountedPayload.reads += 1
+            return super().as_retained()
+
+    broker, _ = make(max_pending_output=1000, max_queued_messages=5, max_inflight=2)
+    topics = [f"r/{n}" for n in range(50)]
+    broker.restore(RestoredState([CountedPayload(t, t.encode(), b"x" * 100, 1, True) for t in topics]))
+    zero = connected(broker, "zero")
+    zero.receive(encode(Subscribe(1, [("r/#", 0)])))
+    assert CountedPayload.reads == 10  # 10 x ~105 bytes passes the 1000-byte output bound
+    assert len(published_topics(take_output(zero))) == 10
+    CountedPayload.reads = 0
+    one = connected(broker, "one")
+    one.receive(encode(Subscribe(1, [("r/#", 1)])))
+    assert CountedPayload.reads == 2 + 5  # the in-flight window, then the queue
+    assert broker.stats.publish_dropped == 40 + 43
+
+
+def test_a_trusted_bridge_client_skips_authentication_and_acls() -> None:
+    class NobodyAllowed(Policy):
+        def authenticate(self, connect: Connect) -> int:
+            return 5
+
+        def may_subscribe(self, client_id: str, username: str | None, topic_filter: str) -> bool:
+            return False
+
+        def may_publish(self, client_id: str, username: str | None, topic: str) -> bool:
+            return False
+
+        def may_read(self, client_id: str, username: str | None, topic: str) -> bool:
+            return False
+
+    broker, _ = make(policy=NobodyAllowed())
+    outsider = broker.open("peer")
+    outsider.receive(encode(Connect("outsider")))
+    assert take_output(outsider) == [Connack(False, 5)]
+    bridge = broker.open("bridge/b1", trusted=True)
+    bridge.receive(encode(Connect("local.b1", bridge=True)))
+    assert take_output(bridge) == [Connack(False, 0)]
+    bridge.receive(encode(Subscribe(1, [("out/#", 1)])))
+    assert take_output(bridge) == [Suback(1, (1,))]
+    other = broker.open("bridge/b2", trusted=True)
+    other.receive(encode(Connect("local.b2", bridge=True)))
+    take_output(other)
+    other.receive(encode(Publish("out/x", b"crossing", qos=1, packet_id=1)))
+    assert [p.payload for p in take_output(bridge) if isinstance(p, Publish)] == [b"crossing"]
+
+
+def test_a_bridge_gets_the_publishers_retain_flag_and_a_client_does_not() -> None:
+    broker, _ = make()
+    bridge = broker.open("bridge/b1", trusted=True)
+    bridge.receive(encode(Connect("local.b1", bridge=True)))
+    bridge.receive(encode(Subscribe(1, [("t", 1)])))
+    take_output(bridge)
+    client = connected(broker, "client")
+    client.receive(encode(Subscribe(1, [("t", 1)])))
+    take_output(client)
+    publisher = connected(broker, "pub")
+    publisher.receive(encode(Publish("t", b"kept", qos=1, packet_id=1, retain=True)))
+    assert [p.retain for p in take_output(bridge) if isinstance(p, Publish)] == [True]
+    assert [p.retain for p in take_output(client) if isinstance(p, Publish)] == [False]
