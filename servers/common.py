@@ -1,9 +1,11 @@
-"""Plumbing every server variant shares, so a variant's file holds only its I/O loop.
+"""Process plumbing every server variant shares, so a variant's file holds only its I/O loop.
 
-Here: the command line, the listening socket, the fd limit, the EMFILE spare-fd guard,
-accept/recv/send helpers around the sans-I/O broker, logging, telemetry and clean shutdown.
-A variant subclasses ``BaseServer`` and supplies ``serve_forever`` plus three hooks that say
-how it watches an fd: ``watch``, ``unwatch`` and ``set_write_interest``.
+Here: the command line, the core, the listening socket, the fd limit, the EMFILE spare-fd
+guard, accept, telemetry, the fault log, the readiness line and clean shutdown. What one
+event loop owns (its connections, read buffer, read/write/close and the fault barrier) is in
+loop.py; ``BaseServer`` *is* such a loop for the single-threaded variants. A variant
+subclasses it and supplies ``serve_forever`` plus three hooks that say how it watches an fd:
+``watch``, ``unwatch`` and ``set_write_interest``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from typing import ClassVar
 
 from mqtt.broker import Broker
 from mqtt.connection import Connection
@@ -25,13 +26,12 @@ from mqtt.limits import Limits
 
 from .faults import FaultLog
 from .listener import SpareFd, open_listener, peer_name, raise_fd_limit
+from .loop import EVENT_READ as EVENT_READ  # re-exported for the variants
+from .loop import EVENT_WRITE as EVENT_WRITE
+from .loop import Loop
 from .telemetry import FLUSH_INTERVAL, TelemetryEmitter
 
 log = logging.getLogger("server")
-
-# epoll's bit values, used by every variant's telemetry so views need one decoder.
-EVENT_READ, EVENT_WRITE, EVENT_ERROR, EVENT_HANGUP = 0x001, 0x004, 0x008, 0x010
-READABLE = EVENT_READ | EVENT_ERROR | EVENT_HANGUP  # errors and hangups surface through recv
 
 
 class Shutdown(BaseException):
@@ -72,6 +72,8 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         ("max_queued_bytes", "bytes queued per session"),
         ("max_pending_output", "unsent bytes per connection before QoS 0 messages are dropped"),
         ("max_topic_levels", "levels in a topic or filter; deeper filters get SUBACK 0x80"),
+        ("max_payload", "payload bytes; a longer PUBLISH is acked and dropped (0 = no limit)"),
+        ("max_keepalive", "longest keepalive a client may ask for; longer gets CONNACK 0x02"),
     ):
         limits.add_argument(
             "--" + name.replace("_", "-"),
@@ -90,6 +92,13 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         type=float,
         default=defaults.connect_timeout,
         help=f"seconds a socket may stay open before its CONNECT (default {defaults.connect_timeout:g})",
+    )
+    limits.add_argument(
+        "--slow-client-grace",
+        type=float,
+        default=defaults.slow_client_grace,
+        help="seconds a congested client may keep losing messages before it is reset "
+        f"(default {defaults.slow_client_grace:g})",
     )
     limits.add_argument(
         "--queue-qos0",
@@ -111,47 +120,31 @@ def limits_from_args(args: argparse.Namespace) -> Limits:
         sys_interval=args.sys_interval,
         connect_timeout=args.connect_timeout,
         queue_qos0=args.queue_qos0,
+        max_payload=args.max_payload,
+        max_keepalive=args.max_keepalive,
+        slow_client_grace=args.slow_client_grace,
     )
 
 
-class BaseServer:
-    """Shared state and helpers; the subclass owns the loop."""
-
-    variant: ClassVar[str] = "base"
-    mode: ClassVar[str] = ""
+class BaseServer(Loop):
+    """Process plumbing around the loop it is; the subclass owns the wait."""
 
     def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
         """``broker``: the core to drive; by default one built from the limits in ``args``."""
         self.args = args
         self.fd_limit = raise_fd_limit()
-        self.broker = broker or Broker(clock=time.monotonic, limits=limits_from_args(args))
+        broker = broker or Broker(clock=time.monotonic, limits=limits_from_args(args))
         self.faults = FaultLog(log)
-        self.broker.on_fault = self.faults.report
+        broker.on_fault = self.faults.report
         self.listener = open_listener(args.host, args.port, args.backlog, args.reuseport)
         self.port = self.listener.getsockname()[1]
         self.listen_fd = self.listener.fileno()
-        self.connections: dict[int, Connection] = {}  # fd -> connection: Python's data.ptr
-        self.writing: set[int] = set()  # fds with write interest registered
-        self.read_buffer = bytearray(args.read_chunk)  # one buffer, reused by every recv_into
-        self.read_view = memoryview(self.read_buffer)
-        self.send_pending = self.send_gathered if args.writev else self.send_joined
+        telemetry = TelemetryEmitter(self.port) if args.telemetry else None
+        super().__init__(broker, telemetry, args.read_chunk, args.writev)
         self.spare = SpareFd()
         self.refused = 0
-        self.wait_calls = 0
-        self.telemetry = TelemetryEmitter(self.port) if args.telemetry else None
-        if args.verbose or self.telemetry:
-            self.broker.on_connected = self._announce
-
-    # -- hooks a variant implements -------------------------------------------------------
-
-    def watch(self, fd: int) -> None:
-        raise NotImplementedError
-
-    def unwatch(self, fd: int) -> None:
-        raise NotImplementedError
-
-    def set_write_interest(self, fd: int, wanted: bool) -> None:
-        raise NotImplementedError
+        if args.verbose or telemetry:
+            broker.on_connected = self._announce
 
     def serve_forever(self) -> None:
         raise NotImplementedError
@@ -159,34 +152,9 @@ class BaseServer:
     def start_threads(self) -> None:
         """A threaded variant starts its threads here, before it announces that it listens."""
 
-    # -- dispatch: what every loop does with its ready list ---------------------------------
-
-    def handle_ready(self, ready: list[tuple[int, int]]) -> None:
-        """Steps 2-4 for one wait's ready list of (fd, epoll-style mask)."""
-        listen_fd = self.listen_fd
-        connections = self.connections
-        for fd, events in ready:
-            if fd == listen_fd:
-                self.accept_ready()
-                continue
-            connection = connections.get(fd)  # no epoll_data.ptr in Python: look the fd up
-            if connection is None:
-                continue  # closed earlier in this same batch
-            try:  # the fault barrier: a bug met on this connection ends only this connection
-                if events & READABLE:
-                    self.on_readable(fd)
-                if events & EVENT_WRITE and fd in connections:
-                    self.write_pending(fd, connection)
-            except Exception as error:
-                self.contain(fd, connection, error)
-
     def accept_ready(self) -> None:
         """The listener is readable: accept one; a level-triggered wait reports it again if more wait."""
         self.accept_one()
-
-    def on_readable(self, fd: int) -> None:
-        """One recv per readiness: level-triggered waits report the fd again while bytes remain."""
-        self.read_once(fd)
 
     # -- accept ----------------------------------------------------------------------------
 
@@ -209,12 +177,7 @@ class BaseServer:
         return True
 
     def add_connection(self, sock: socket.socket, peer: str) -> int:
-        sock.setblocking(False)
-        # MQTT packets are small and latency-bound: do not let Nagle hold them back.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        fd = sock.fileno()
-        self.connections[fd] = self.broker.open(peer, tag=sock)
-        self.watch(fd)
+        fd = self.adopt(sock, peer)
         if self.telemetry:
             self.telemetry.emit("accept", fd=fd, peer=peer)
         return fd
@@ -224,93 +187,6 @@ class BaseServer:
         log.warning("refused a connection: %s", reason)
         if self.telemetry:
             self.telemetry.emit("refuse", reason=reason, total=self.refused)
-
-    # -- read, write, close ---------------------------------------------------------------
-
-    def read_once(self, fd: int) -> int:
-        """One recv_into the reused buffer; returns bytes read, 0 for EAGAIN, -1 if closed."""
-        connection = self.connections[fd]
-        try:
-            count = connection.tag.recv_into(self.read_buffer)
-        except BlockingIOError:
-            return 0
-        except OSError as error:
-            self.close_connection(fd, f"recv failed: {error.strerror}")
-            return -1
-        if count == 0:
-            self.close_connection(fd, "peer closed the connection")
-            return -1
-        connection.receive(self.read_view[:count])
-        return count
-
-    def write_pending(self, fd: int, connection: Connection) -> None:
-        """One send of everything queued; register write interest only if some is left."""
-        if connection.output_bytes:
-            try:
-                connection.sent(self.send_pending(connection))
-            except BlockingIOError:
-                connection.sent(0)  # EAGAIN: the socket is backed up
-            except OSError as error:
-                self.close_connection(fd, f"send failed: {error.strerror}")
-                return
-        if connection.wants_close:
-            self.close_connection(fd, connection.close_reason)
-            return
-        backed_up = connection.output_bytes > 0
-        if backed_up != (fd in self.writing):
-            if backed_up:
-                self.writing.add(fd)
-            else:
-                self.writing.discard(fd)
-            self.set_write_interest(fd, backed_up)
-
-    @staticmethod
-    def send_joined(connection: Connection) -> int:
-        # One send of one joined buffer: for many small packets, cheaper than gathering them.
-        return connection.tag.send(connection.pending())
-
-    @staticmethod
-    def send_gathered(connection: Connection) -> int:
-        # writev/sendmsg: the kernel gathers the queued buffers, so nothing is copied to join them.
-        return connection.tag.sendmsg(connection.pending_buffers())
-
-    def flush_dirty(self) -> None:
-        """Steps 5 and 6 of every loop: write what the core queued, close what wants closing."""
-        dirty = self.broker.drain_dirty()
-        while dirty:
-            for connection in dirty:
-                fd = connection.tag.fileno()
-                if fd >= 0 and self.connections.get(fd) is connection:
-                    try:  # the fault barrier, around sent() and the session pump behind it
-                        self.write_pending(fd, connection)
-                    except Exception as error:
-                        self.contain(fd, connection, error)
-            dirty = self.broker.drain_dirty()  # sent() may refill from a session queue
-
-    def contain(self, fd: int, connection: Connection, error: Exception) -> None:
-        """The fault barrier: the core ends this one connection (and logs why); close its socket now."""
-        self.broker.contain(connection, error)
-        self.close_connection(fd, connection.close_reason)
-
-    def close_connection(self, fd: int, reason: str) -> None:
-        connection = self.connections.pop(fd, None)
-        if connection is None:
-            return
-        try:
-            connection.lost(reason)
-        except Exception as error:  # the fault barrier: the socket is closed all the same
-            self.broker.contain(connection, error)
-        self.unwatch(fd)
-        self.writing.discard(fd)
-        connection.tag.close()
-        self.log_close(fd, connection, reason)
-
-    def log_close(self, fd: int, connection: Connection, reason: str) -> None:
-        reason = connection.close_reason or reason  # the core's reason is the more precise one
-        peer, client_id = connection.peer, connection.client_id
-        log.info("disconnect fd=%d peer=%s client_id=%s reason=%s", fd, peer, client_id, reason)
-        if self.telemetry:
-            self.telemetry.emit("close", fd=fd, peer=peer, client_id=client_id, reason=reason)
 
     def _announce(self, connection: Connection) -> None:
         fd = connection.tag.fileno()
@@ -357,8 +233,7 @@ class BaseServer:
         )
 
     def shutdown(self) -> None:
-        for fd in list(self.connections):
-            self.close_connection(fd, "server shutting down")
+        self.close_all("server shutting down")
         self.listener.close()
         if self.telemetry:
             self.telemetry.close()
@@ -366,6 +241,12 @@ class BaseServer:
 
 def _raise_shutdown(signum: int, frame: object) -> None:
     raise Shutdown(signal.Signals(signum).name)
+
+
+def install_stop_signals() -> None:
+    """SIGINT and SIGTERM unwind the loop from inside its wait (see ``Shutdown``)."""
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    signal.signal(signal.SIGTERM, _raise_shutdown)
 
 
 def main(
@@ -392,8 +273,7 @@ def main(
         format="%(asctime)s %(message)s",
         stream=sys.stderr,
     )
-    signal.signal(signal.SIGINT, _raise_shutdown)
-    signal.signal(signal.SIGTERM, _raise_shutdown)
+    install_stop_signals()
     try:
         broker = broker_factory(limits_from_args(args)) if broker_factory is not None else None
         server = server_class(args, broker)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from typing import Any
 
 from .telemetry import TelemetryEmitter
 
@@ -56,20 +57,9 @@ class TimedLock:
         self.lock = threading.Lock()
         self.telemetry = telemetry
 
-    @contextlib.contextmanager
-    def held(self, thread: str, across_recv: bool = False) -> Iterator[None]:
-        if self.telemetry is None:
-            with self.lock:
-                yield
-            return
-        asked = time.monotonic()
-        with self.lock:
-            acquired = time.monotonic()
-            try:
-                yield
-            finally:
-                released = time.monotonic()
-        self.report(thread, acquired - asked, released - acquired, across_recv)
+    def held_by(self, thread: str) -> contextlib.AbstractContextManager[Any]:
+        """A reusable ``with`` block for one thread's acquisitions: each reported when telemetry is on."""
+        return self.lock if self.telemetry is None else TimedHold(self, thread)
 
     def report(self, thread: str, wait_s: float, hold_s: float, across_recv: bool) -> None:
         if self.telemetry is not None:
@@ -81,3 +71,24 @@ class TimedLock:
                 hold_s=round(hold_s, 7),
                 across_recv=across_recv,
             )
+
+
+class TimedHold:
+    """One thread's ``with`` block around a TimedLock: times the wait and the hold, reports both."""
+
+    __slots__ = ("acquired", "asked", "thread", "timed")
+
+    def __init__(self, timed: TimedLock, thread: str) -> None:
+        self.timed = timed
+        self.thread = thread
+        self.asked = self.acquired = 0.0  # one thread uses it, never nested: plain fields suffice
+
+    def __enter__(self) -> None:
+        self.asked = time.monotonic()
+        self.timed.lock.acquire()
+        self.acquired = time.monotonic()
+
+    def __exit__(self, *exc_info: object) -> None:
+        released = time.monotonic()
+        self.timed.lock.release()
+        self.timed.report(self.thread, self.acquired - self.asked, released - self.acquired, False)

@@ -160,7 +160,7 @@ def main() -> int:
     rounds, duration = (2, 1.0) if args.quick else (3, 3.0)
     lab = Lab("Lab 09: writev (sendmsg) against join + send")
 
-    lab.step("Where the two ways differ: servers/common.py.")
+    lab.step("Where the two ways differ: servers/loop.py.")
     lab.say("default:  sock.send(connection.pending())         # b''.join of the queue")
     lab.say("--writev: sock.sendmsg(connection.pending_buffers()) # the queue, as it is")
     lab.say("one call per connection per loop turn either way; fan-out queues one")

@@ -1,0 +1,266 @@
+"""One event loop's own state: its connections, its reused read buffer, and how it does I/O.
+
+A ``Loop`` owns the fd -> connection dict of the sockets it watches and one receive buffer
+that every ``recv_into`` reuses. It knows how to take over an accepted socket, read from it,
+flush what the core queued, close it (abortively when the core asks), and contain a bug met
+on one connection so that only that connection ends. How it *waits* (select, poll, epoll) is
+the variant's business: a subclass supplies ``watch``, ``unwatch`` and ``set_write_interest``
+and calls ``handle_ready`` and ``flush_dirty`` from its own loop.
+
+Every core call goes through two seams, so one copy of this code serves every model:
+``with self.core:`` around the call (no lock for a single-threaded loop; the core's lock for
+a worker thread, taken around core calls only, never around a ``recv`` or ``send``), and
+``after_core()`` inside it (a worker routes what became dirty to the worker owning it).
+
+Hooks for a subclass, each cheap or a no-op by default: ``before_output`` (start of every
+flush round, before any byte of it is sent), ``flush_foreign`` (a dirty connection that is
+not one of this loop's sockets) and ``drain_dirty`` (where a round's connections come from).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from mqtt.broker import Broker
+from mqtt.connection import Connection
+
+from .telemetry import TelemetryEmitter
+
+log = logging.getLogger("server")
+
+# epoll's bit values, used by every variant's telemetry so views need one decoder.
+EVENT_READ, EVENT_WRITE, EVENT_ERROR, EVENT_HANGUP = 0x001, 0x004, 0x008, 0x010
+READABLE = EVENT_READ | EVENT_ERROR | EVENT_HANGUP  # errors and hangups surface through recv
+
+# struct linger {int l_onoff; int l_linger;}: on, zero seconds, the abortive close.
+LINGER_ABORT = struct.pack("ii", 1, 0)
+
+
+class Loop:
+    """The connections one event loop watches, and its read, write, close and fault barrier."""
+
+    # No lock by default: a single-threaded loop is the core's only caller. Stateless, so shared.
+    core: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    listen_fd: int = -1  # the fd whose readiness means "new sockets to take" (see accept_ready)
+    variant: ClassVar[str] = "base"
+    mode: ClassVar[str] = ""
+
+    def __init__(
+        self, broker: Broker, telemetry: TelemetryEmitter | None, read_chunk: int, writev: bool
+    ) -> None:
+        self.broker = broker
+        self.telemetry = telemetry
+        self.connections: dict[int, Connection] = {}  # fd -> connection: Python's data.ptr
+        self.writing: set[int] = set()  # fds with write interest registered
+        # Connections to flush this round besides the core's dirty ones: sockets that drained.
+        self.to_flush: list[Connection] = []
+        self.read_buffer = bytearray(read_chunk)  # one buffer, reused by every recv_into
+        self.read_view = memoryview(self.read_buffer)
+        self.writev = writev
+        self.wait_calls = 0
+
+    # -- hooks --------------------------------------------------------------------------------
+
+    def watch(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def unwatch(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def set_write_interest(self, fd: int, wanted: bool) -> None:
+        raise NotImplementedError
+
+    def after_core(self) -> None:
+        """Called inside ``with self.core`` after each core call; a worker routes dirty connections."""
+
+    def before_output(self) -> None:
+        """Start of every flush round, before any byte of it is sent (a store commits here)."""
+
+    def flush_foreign(self, connection: Connection) -> None:
+        """A dirty connection that is not one of this loop's open sockets: ignored by default.
+
+        Either a connection driven without a socket of ours (a bridge's in-process one; its
+        tag need not be a socket), or a socket this loop closed earlier in the round: closing
+        marks a connection dirty, and a closed socket's ``fileno()`` is -1.
+        """
+
+    # -- dispatch: what the loop does with a wait's ready list -------------------------------
+
+    def handle_ready(self, ready: Sequence[tuple[int, int]]) -> None:
+        """Steps 2-4 for one wait's ready list of (fd, epoll-style mask)."""
+        listen_fd = self.listen_fd
+        connections = self.connections
+        for fd, events in ready:
+            if fd == listen_fd:
+                self.accept_ready()
+                continue
+            connection = connections.get(fd)  # no epoll_data.ptr in Python: look the fd up
+            if connection is None:
+                continue  # closed earlier in this same batch
+            if events & EVENT_WRITE and connection.output_bytes:
+                # The send buffer drained. The send itself waits for flush_dirty, like every
+                # other, so it comes after before_output(); here it costs one append.
+                self.to_flush.append(connection)
+            if events & READABLE:
+                try:  # the fault barrier: a bug met on this connection ends only this connection
+                    self.on_readable(fd)
+                except Exception as error:
+                    self.contain(fd, connection, error)
+
+    def accept_ready(self) -> None:
+        """``listen_fd`` is readable: a server accepts, a worker adopts what the boss handed it."""
+
+    def on_readable(self, fd: int) -> None:
+        """One recv per readiness: level-triggered waits report the fd again while bytes remain."""
+        self.read_once(fd)
+
+    # -- taking over a socket, reading ------------------------------------------------------
+
+    def adopt(self, sock: socket.socket, peer: str) -> int:
+        """Make an accepted socket this loop's: non-blocking, opened in the core, watched."""
+        sock.setblocking(False)
+        # MQTT packets are small and latency-bound: do not let Nagle hold them back.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fd = sock.fileno()
+        with self.core:
+            self.connections[fd] = self.broker.open(peer, tag=sock)
+        self.watch(fd)
+        return fd
+
+    def read_once(self, fd: int) -> int:
+        """One recv_into the reused buffer; returns bytes read, 0 for EAGAIN, -1 if closed."""
+        connection = self.connections[fd]
+        try:
+            count = connection.tag.recv_into(self.read_buffer)  # outside any lock: it may block a while
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            self.close_connection(fd, f"recv failed: {error.strerror}")
+            return -1
+        if count == 0:
+            self.close_connection(fd, "peer closed the connection")
+            return -1
+        with self.core:
+            connection.receive(self.read_view[:count])
+            self.after_core()
+        return count
+
+    def read_until_eagain(self, fd: int) -> None:
+        """Edge-triggered: no new edge comes for bytes already queued, so recv until EAGAIN."""
+        connection = self.connections[fd]
+        while self.read_once(fd) > 0 and not connection.wants_close:
+            pass
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def drain_dirty(self) -> list[Connection]:
+        """One flush round's connections: the ones the core made dirty, then sockets that drained.
+
+        A connection may appear twice; its second write finds nothing left, or EAGAIN.
+        """
+        dirty = self.broker.drain_dirty()
+        if not self.to_flush:
+            return dirty
+        marked, self.to_flush = self.to_flush, []
+        marked += dirty  # the core's list is its own: extend ours, never that one
+        return marked
+
+    def flush_dirty(self) -> None:
+        """Steps 5 and 6 of every loop: write what the core queued, close what wants closing."""
+        dirty = self.drain_dirty()
+        connections = self.connections
+        while dirty:
+            self.before_output()
+            for connection in dirty:
+                sock = connection.tag
+                fd = sock.fileno() if isinstance(sock, socket.socket) else -1
+                try:  # the fault barrier, around sent() and the session pump behind it
+                    if connections.get(fd) is connection:
+                        self.write_pending(fd, connection)
+                    else:
+                        self.flush_foreign(connection)
+                except Exception as error:
+                    self.contain(fd, connection, error)
+            dirty = self.drain_dirty()  # sent() may refill from a session queue
+
+    def write_pending(self, fd: int, connection: Connection) -> None:
+        """One send of everything queued; register write interest only if some is left."""
+        if connection.wants_close and connection.abortive:
+            self.close_connection(fd, connection.close_reason)  # dropped hard: its output with it
+            return
+        if connection.output_bytes:
+            writev = self.writev
+            with self.core:  # a worker's neighbours may queue more meanwhile: send what we take
+                output = connection.pending_buffers() if writev else connection.pending()
+            offered = sum(map(len, output)) if writev else len(output)
+            try:
+                # --writev: sendmsg, and the kernel gathers the queued buffers, so nothing is
+                # copied to join them. Default: one send of one joined buffer, which is cheaper
+                # for many small packets. Either way outside any lock.
+                count = connection.tag.sendmsg(output) if writev else connection.tag.send(output)
+            except BlockingIOError:
+                count = 0  # EAGAIN: the socket is backed up
+            except OSError as error:
+                self.close_connection(fd, f"send failed: {error.strerror}")
+                return
+            with self.core:
+                connection.sent(count, offered)
+                self.after_core()
+        if connection.wants_close:
+            self.close_connection(fd, connection.close_reason)
+            return
+        backed_up = connection.output_bytes > 0
+        if backed_up != (fd in self.writing):
+            if backed_up:
+                self.writing.add(fd)
+            else:
+                self.writing.discard(fd)
+            self.set_write_interest(fd, backed_up)
+
+    # -- faults and closing -------------------------------------------------------------------
+
+    def contain(self, fd: int, connection: Connection, error: Exception) -> None:
+        """The fault barrier: the core ends this one connection (and logs why); close its socket now."""
+        with self.core:
+            self.broker.contain(connection, error)
+            self.after_core()
+        if self.connections.get(fd) is connection:
+            self.close_connection(fd, connection.close_reason)
+
+    def close_connection(self, fd: int, reason: str) -> None:
+        connection = self.connections.pop(fd, None)
+        if connection is None:
+            return
+        with self.core:
+            try:
+                connection.lost(reason)
+            except Exception as error:  # the fault barrier: the socket is closed all the same
+                self.broker.contain(connection, error)
+            self.after_core()
+        self.unwatch(fd)
+        self.writing.discard(fd)
+        sock = connection.tag
+        if connection.abortive:
+            # SO_LINGER on with a zero timeout: close() sends RST and discards the Send-Q at once.
+            # A plain close() would queue a FIN behind the unsent bytes, and against a peer that
+            # never reads, the socket would sit in FIN_WAIT_1 holding that memory for minutes.
+            with contextlib.suppress(OSError):  # already reset by the peer: nothing to discard
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
+        sock.close()
+        self.log_close(fd, connection, reason)
+
+    def close_all(self, reason: str) -> None:
+        for fd in list(self.connections):
+            self.close_connection(fd, reason)
+
+    def log_close(self, fd: int, connection: Connection, reason: str) -> None:
+        reason = connection.close_reason or reason  # the core's reason is the more precise one
+        peer, client_id = connection.peer, connection.client_id
+        log.info("disconnect fd=%d peer=%s client_id=%s reason=%s", fd, peer, client_id, reason)
+        if self.telemetry:
+            self.telemetry.emit("close", fd=fd, peer=peer, client_id=client_id, reason=reason)
