@@ -22,12 +22,13 @@ setup: $(STAMP)
 system-deps:
 	@bash scripts/install-system-deps.sh
 
-# In a terminal: the broker with the TUI attached. Piped or in CI: the plain broker and its log.
+# In a terminal: the full broker with the TUI attached. Piped or in CI: the broker and its log.
+# ARGS="-c mosquitto.conf" runs it with a config file, as mosquitto -c would.
 run: $(STAMP)
 	@if [ -t 0 ] && [ -t 1 ]; then \
-		$(BIN)/python -m tui --run epoll_lt --port $(PORT) -- $(ARGS); \
+		$(BIN)/python -m tui --run broker --port $(PORT) -- $(ARGS); \
 	else \
-		$(BIN)/python -m servers.epoll_lt --port $(PORT) $(ARGS); \
+		$(BIN)/python -m servers.broker --port $(PORT) $(ARGS); \
 	fi
 
 test: $(STAMP) system-deps

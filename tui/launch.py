@@ -23,7 +23,7 @@ from tui.child import die_with_parent
 from tui.sources.epoll_fdinfo import socket_inodes
 from tui.sources.tcp_states import tcp_sockets
 
-VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker")
+VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker", "broker")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0

@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
-import pwd
 import queue
 import select
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import paho.mqtt.client as paho
 import pytest
 
 from fullbroker.bridge import BridgeSet, State
@@ -58,6 +54,8 @@ from mqtt.packets import (
 )
 from mqtt.policy import Policy
 from tests.support.waiting import wait_until
+
+from .mosquitto_process import Mosquitto, RemoteClient, closed_port
 
 T = TypeVar("T")
 Closing = Callable[[Any], Any]  # the ``closing`` fixture: register something to stop after the test
@@ -357,13 +355,6 @@ def fake_remote() -> Iterator[FakeRemote]:
     remote.close()
 
 
-def closed_port() -> int:
-    """A port nothing listens on (bound a moment ago, then released): connecting is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def connect_stepper(remote: FakeRemote, config: BridgeConfig, closing: Closing) -> Stepper:
     """A Stepper whose bridge got through CONNECT/CONNACK to ``remote``."""
     stepper = closing(Stepper([config]))
@@ -583,91 +574,12 @@ def test_split_ready_and_a_goodbye_on_close(fake_remote: FakeRemote, closing: Cl
 # -- against a real mosquitto --------------------------------------------------------------------------
 
 
-class Mosquitto:
-    """A mosquitto of the test's own, on a free port, with persistence so a restart keeps sessions."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = closed_port()
-        self.directory = directory
-        self.config = directory / "mosquitto.conf"
-        self.log = directory / "mosquitto.log"
-        # Run as root, mosquitto drops to the "mosquitto" user, which could not write here.
-        user = pwd.getpwuid(os.geteuid()).pw_name
-        self.config.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            f"user {user}\n"
-            "persistence true\n"
-            f"persistence_location {directory}/\n"
-            f"log_dest file {self.log}\n"
-            "log_type all\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["mosquitto", "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        wait_until(self._accepts, timeout=10, what=f"mosquitto listening on {self.port}")
-
-    def _accepts(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"mosquitto exited:\n{self.log_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-        except OSError:
-            return False
-        return True
-
-    def stop(self) -> None:
-        """SIGTERM: mosquitto closes every connection and saves its sessions to disk."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-        self.process = None
-
-    def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     broker = Mosquitto(tmp_path)
     broker.start()
     yield broker
     broker.stop()
-
-
-class RemoteClient:
-    """A paho client of the remote mosquitto that records what it receives."""
-
-    def __init__(
-        self, port: int, client_id: str, subscriptions: list[tuple[str, int]], clean: bool = True
-    ) -> None:
-        self.messages: list[tuple[str, bytes, int, bool]] = []
-        self._subscribed = threading.Event()
-        self.client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean)
-        self.client.on_connect = lambda client, *_: client.subscribe(subscriptions)
-        self.client.on_subscribe = lambda *_: self._subscribed.set()
-        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, m.payload, m.qos, m.retain))
-        self.client.reconnect_delay_set(0.05, 0.2)  # back quickly after the remote restarts
-        self.client.connect("127.0.0.1", port, keepalive=30)
-        self.client.loop_start()
-        wait_until(self._subscribed.is_set, timeout=10, what=f"{client_id} subscribed")
-
-    def publish(self, topic: str, payload: bytes, qos: int) -> None:
-        self.client.publish(topic, payload, qos).wait_for_publish(10)
-
-    def payloads(self, topic: str) -> list[bytes]:
-        return [payload for name, payload, _, _ in list(self.messages) if name == topic]
-
-    def received(self, topic: str) -> list[tuple[str, bytes, int, bool]]:
-        return [message for message in list(self.messages) if message[0] == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def bridged(
@@ -770,8 +682,3 @@ def test_remote_restart_reconnects_and_delivers_what_was_queued(
         (topic, b"m%d" % index, 1) for index, topic in enumerate(wanted)
     ]
     assert loop.call(lambda: not loop.broker.sessions[session].queue)
-
-
-@pytest.mark.skip(reason="later: a mosquitto 'connection' stanza bridging to this broker (servers.broker)")
-def test_mosquitto_bridging_to_our_broker() -> None:
-    """mosquitto as the bridge, this broker as its remote: needs servers.broker listening."""

@@ -182,7 +182,10 @@ def test_connection_over_max_connections_gets_connack_0x03_then_close(server: Se
         fourth = clients.socket()
         fourth.send(Connect(unique("fourth")))
         assert fourth.is_closed_by_server()
-        assert fourth.received == [Connack(session_present=False, return_code=3)]
+        # The full broker counts sockets and closes the fourth at accept, as mosquitto does; the
+        # variants count CONNECTed clients and answer CONNACK 0x03.
+        refusal = [] if server.variant == "broker" else [Connack(session_present=False, return_code=3)]
+        assert fourth.received == refusal
         connected[0].send(b"\xe0\x00")  # DISCONNECT frees a slot once the server has closed it
         assert connected[0].is_closed_by_server()
         clients.raw()

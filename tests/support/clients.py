@@ -64,6 +64,7 @@ def paho_client(
     keepalive: int = 60,
     will: tuple[str, bytes, int, bool] | None = None,
     host: str = "127.0.0.1",
+    login: tuple[str, str] | None = None,
 ) -> PahoClient:
     client = paho.Client(
         paho.CallbackAPIVersion.VERSION2,
@@ -77,6 +78,8 @@ def paho_client(
     client.on_disconnect = lambda c, userdata, flags, code, properties: wrapper.disconnected.append(code)
     if will is not None:
         client.will_set(will[0], will[1], qos=will[2], retain=will[3])
+    if login is not None:
+        client.username_pw_set(*login)
     client.connect(host, port, keepalive=keepalive)
     client.loop_start()
     wait_until(lambda: wrapper.connack, what="CONNACK")

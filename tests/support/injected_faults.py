@@ -18,10 +18,12 @@ from __future__ import annotations
 import sys
 import time
 
+from fullbroker import cli
 from mqtt.broker import Broker
 from mqtt.connection import Connection
 from mqtt.limits import Limits
 from mqtt.message import Message
+from servers.broker import FullBrokerServer
 from servers.common import BaseServer, main
 from servers.epoll_et import EpollEdgeServer
 from servers.epoll_lt import EpollLevelServer
@@ -82,8 +84,14 @@ SERVERS: dict[str, type[BaseServer]] = {
 }
 
 
+class FaultyFullBroker(FullBrokerServer):
+    core_class = FaultyBroker
+
+
 def run(argv: list[str]) -> int:
     variant, *flags = argv
+    if variant == "broker":
+        return cli.main(FaultyFullBroker, "the full broker with injected faults", flags)
     pick = pick_model if variant == "threaded_boss_worker" else None
     description = f"{variant} with injected faults"
     return main(SERVERS[variant], description, flags, pick, broker_factory=faulty_broker)

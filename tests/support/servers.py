@@ -15,7 +15,7 @@ from pathlib import Path
 from servers.process import parse_listening, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-ALL_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker")
+ALL_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker", "broker")
 
 
 def available_variants() -> list[str]:
