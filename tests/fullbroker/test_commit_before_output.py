@@ -50,6 +50,18 @@ def start_under_strace(config: Path, trace: Path) -> tuple[subprocess.Popen[str]
     raise AssertionError(f"broker under strace did not start: {log.name}")
 
 
+def stop_traced(process: subprocess.Popen[str], broker_pid: int) -> None:
+    """SIGTERM to the broker itself (strace exits with it); SIGKILL both if that fails."""
+    os.kill(broker_pid, signal.SIGTERM)
+    try:
+        process.wait(20)
+    except subprocess.TimeoutExpired:  # leave nothing running, whatever went wrong
+        os.kill(broker_pid, signal.SIGKILL)
+        process.kill()
+        process.wait()
+        raise
+
+
 def loop_thread_events(trace: Path, main_pid: int) -> tuple[list[tuple[str, int, str]], int]:
     """(syscall, fd, first bytes) in the loop thread, and the WAL's fd."""
     events = []
@@ -83,8 +95,7 @@ def test_every_puback_and_forwarded_publish_follows_its_commit(tmp_path: Path) -
     finally:
         # strace -f names the first process by its own pid: the broker's main (loop) thread.
         main_pid = int(trace.read_text().split(None, 1)[0])
-        os.kill(main_pid, signal.SIGTERM)  # the broker itself; strace exits when it does
-        process.wait(20)
+        stop_traced(process, main_pid)
     events, wal_fd = loop_thread_events(trace, main_pid)
     assert wal_fd >= 0, "the loop thread never opened the WAL"
     checked = 0
