@@ -200,3 +200,15 @@ def test_sigterm_stops_cleanly_with_exit_0(tmp_path: Path) -> None:
     broker.process.send_signal(signal.SIGTERM)
     assert broker.process.wait(10) == 0
     assert client.is_closed_by_server()
+
+
+def test_log_dest_file_receives_the_log(tmp_path: Path) -> None:
+    log_file = tmp_path / "broker.log"
+    config = f"listener 1883 127.0.0.1\nallow_anonymous true\nlog_dest file {log_file}\n"
+    broker = start_broker(tmp_path, config)
+    try:
+        assert RawClient(broker.port).connect("filed") == Connack(False, 0)  # logged before the CONNACK
+        assert "New client connected" in log_file.read_text()
+        assert "New client connected" not in broker.stderr()
+    finally:
+        assert broker.stop() == 0
