@@ -100,12 +100,17 @@ class LabApp(App[None]):
 
     def mounted_views(self) -> tuple[StatusBar, View] | None:
         """The status bar and the visible tab's view, or None before the main screen has them,
-        or once shutdown has begun to take them down. Looked up without raising NoMatches."""
+        or once shutdown has begun to take them down: a frame then is skipped, never an error."""
         if not self.screen_stack:
             return None
         screen = self.main_screen
         status_bars, tabs = screen.query(StatusBar), screen.query(TabbedContent)
-        pane = tabs.first().active_pane if tabs else None
+        try:
+            # TabbedContent looks its active pane up by id in its ContentSwitcher, and raises
+            # while that pane is still being mounted or already being removed.
+            pane = tabs.first().active_pane if tabs else None
+        except NoMatches:
+            return None
         views = pane.query(VIEWS) if pane is not None else None
         if not status_bars or not views:
             return None

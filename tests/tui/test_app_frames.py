@@ -67,3 +67,19 @@ def test_frames_once_the_widgets_are_gone_are_skipped() -> None:
         # Leaving run_test re-raises whatever a frame raised inside the app.
 
     asyncio.run(scenario())
+
+
+def test_a_frame_while_the_active_pane_is_away_is_skipped() -> None:
+    """TabbedContent finds its active pane by id, and raises while that pane is not mounted."""
+
+    async def scenario() -> None:
+        app, collector = counted_app()
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.tabbed_content.active_pane
+            assert pane is not None
+            await pane.remove()  # the state a frame can meet while tabs are built or torn down
+            app.redraw()
+            frames = collector.frames
+            await until(pilot, lambda: collector.frames >= frames + 2, "two frames of the timer")
+
+    asyncio.run(scenario())
