@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -60,10 +61,9 @@ def limits_from_config(config: Config, flags: Limits, explicit: set[str]) -> Lim
         "sys_interval": config.sys_interval,
         "session_expiry": config.persistent_client_expiration or 0.0,
     }
-    values = {name: getattr(flags, name) for name in Limits.__dataclass_fields__}
-    values.update({name: value for name, value in from_file.items() if name not in explicit})
-    values["max_connections"] = 0  # enforced at accept instead (see add_connection)
-    return Limits(**values)
+    chosen = {name: value for name, value in from_file.items() if name not in explicit}
+    # max_connections is enforced at accept instead (see add_connection), so the core's is off.
+    return dataclasses.replace(flags, max_connections=0, **chosen)
 
 
 def build_policy(config: Config) -> Policy:

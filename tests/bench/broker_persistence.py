@@ -50,7 +50,6 @@ def one_run(rate: int, seconds: float, persistence: bool) -> tuple[float, int, i
                 publisher.send(Publish("bench", b"x" * 64, 1, packet_id=packet_id))
                 sent += 1
             publisher.receive()  # PUBACKs, read and dropped
-            subscriber.sock.settimeout(0.001)
             try:
                 while True:
                     packet = subscriber.next_packet(timeout=0.001)

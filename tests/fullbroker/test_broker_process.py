@@ -7,7 +7,6 @@ option this broker does not implement is one warning, and the broker runs.
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from tests.support.clients import RawClient, paho_client
 from tests.support.servers import ROOT
 
 from .broker_process import log_shows, start_broker, write_config
+from .mosquitto_process import closed_port
 
 
 def run_broker_expecting_exit(config: Path) -> subprocess.CompletedProcess[str]:
@@ -81,14 +81,8 @@ def test_an_unsupported_option_is_one_warning_and_the_broker_runs(tmp_path: Path
         assert broker.stop() == 0
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_every_listener_accepts_clients(tmp_path: Path) -> None:
-    second = free_port()
+    second = closed_port()  # free now; the broker binds it next
     config = f"listener 1883 127.0.0.1\nlistener {second} 127.0.0.1\nallow_anonymous true\n"
     broker = start_broker(tmp_path, config)
     try:
