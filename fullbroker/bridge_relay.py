@@ -53,7 +53,7 @@ class Relay:
         self.local = local
         self._write_remote = write_remote
         self._log = log
-        self._local_limit = local.limits.max_packet_size
+        self._local_limit = local.broker.limits.max_packet_size
         # The core's output is well-formed by construction and bounded by its own limits.
         self._local_frames = Decoder()
         # QoS 2 messages of the core that no rule carries out (see _drop_outbound): their

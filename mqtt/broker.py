@@ -15,10 +15,10 @@ publish, and a read check per delivery), ``store`` (durable state changes, see
 
 from __future__ import annotations
 
-import heapq
+import math
+import sys
 import uuid
 from collections.abc import Callable
-from itertools import count
 from typing import Any
 
 from .codec import encode_suback, encode_unsuback
@@ -31,6 +31,7 @@ from .retained import RetainedStore
 from .session import Session
 from .store_hook import RestoredState, StoreHook
 from .sys_topics import LoadAverages, sys_messages
+from .timers import DeadlineWheel
 from .topics import SubscriptionTrie, check_depth, topic_levels
 
 _MATCH_CACHE_SIZE = 4096
@@ -58,8 +59,10 @@ class Broker:
         self.on_fault: Callable[[Connection | None, Exception], None] | None = None
         self._open_policy = type(self.policy) is Policy  # skip the per-message hook call
         self._match_cache: dict[str, dict[Any, int]] = {}
-        self._deadlines: list[tuple[float, int, Connection]] = []
-        self._sequence = count()
+        self._deadlines = DeadlineWheel()  # CONNECT timeouts and keepalives, one reference each
+        # The earliest time tick() has work (infinity: none). A driver reads it every loop turn
+        # and calls tick() only once it has passed: a turn that nothing asked for costs nothing.
+        self.next_deadline = self.stats.started_at
         self._next_sys = self.stats.started_at  # first $SYS snapshot on the first tick
         self.load = LoadAverages(self.stats.started_at)
         self._next_expiry_scan = self.stats.started_at
@@ -93,16 +96,16 @@ class Broker:
 
     def tick(self, now: float) -> float | None:
         """Expire connections and publish $SYS; return the next deadline (absolute) or None."""
-        deadlines = self._deadlines
-        while deadlines and deadlines[0][0] <= now:
-            scheduled, _, connection = heapq.heappop(deadlines)
-            if connection.ended or scheduled != connection.next_check:
-                continue  # closed, or a stale entry superseded by a later schedule
+        for connection in self._deadlines.due(now):
+            if connection.ended:
+                continue
             try:
-                self._expire_or_reschedule(connection, now)
+                self._expire_or_reschedule(connection, now)  # type: ignore[arg-type]
             except Exception as error:  # the fault barrier: this connection's part of tick
-                self.contain(connection, error)
-        next_deadline = deadlines[0][0] if deadlines else None
+                self.contain(connection, error)  # type: ignore[arg-type]
+        next_deadline: float | None = self._deadlines.next_due()
+        if next_deadline == math.inf:
+            next_deadline = None
         if self.limits.session_expiry > 0:
             if now >= self._next_expiry_scan:
                 self._expire_sessions(now)
@@ -119,6 +122,7 @@ class Broker:
                     self.contain(None, error)
             if next_deadline is None or self._next_sys < next_deadline:
                 next_deadline = self._next_sys
+        self.next_deadline = math.inf if next_deadline is None else next_deadline
         return next_deadline
 
     def _expire_sessions(self, now: float) -> None:
@@ -157,8 +161,9 @@ class Broker:
             self.on_fault(connection, error)
 
     def _schedule(self, connection: Connection, deadline: float) -> None:
-        connection.next_check = deadline
-        heapq.heappush(self._deadlines, (deadline, next(self._sequence), connection))
+        due = self._deadlines.schedule(connection, deadline)
+        if due < self.next_deadline:
+            self.next_deadline = due
 
     # -- CONNECT and the end of a connection ----------------------------------------------
 
@@ -209,8 +214,8 @@ class Broker:
         stats.clients_maximum = max(stats.clients_maximum, stats.clients_connected)
         connection.accept(present)
         deadline = connection.deadline()
-        if deadline is not None and deadline < connection.next_check:
-            self._schedule(connection, deadline)
+        if deadline is not None and self._deadlines.slot_of(deadline) < connection.next_check:
+            self._schedule(connection, deadline)  # a keepalive shorter than the CONNECT timeout
         if self.on_connected is not None:
             self.on_connected(connection)
 
@@ -282,6 +287,8 @@ class Broker:
         granted_filters = []
         store = session.store
         for topic_filter, requested in packet.subscriptions:
+            # Ten thousand clients subscribing to one filter keep one copy of its text, not 10,000.
+            topic_filter = sys.intern(topic_filter)
             allowed = connection.trusted or self.policy.may_subscribe(
                 session.client_id, connection.username, topic_filter
             )
@@ -372,12 +379,15 @@ class Broker:
         if not targets:
             return
         published_qos = message.qos
+        count, payload_bytes = message.count, message.payload_bytes  # a MessageRun is several
         stats = self.stats
         check_read = not self._open_policy
         may_read = self.policy.may_read
         # A bridge never gets its own messages back: that would loop them between brokers.
         echo = origin.session if origin is not None and origin.bridge else None
         retained = message.retain
+        plain: bytes | None = None  # the QoS 0 wire form, taken on the first QoS 0 delivery
+        live = 0  # QoS 0 copies queued on live connections, counted once after the loop
         for session, granted in targets.items():
             if session is echo or (
                 check_read
@@ -395,14 +405,19 @@ class Broker:
             connection = session.connection
             if connection is None:
                 if self.limits.queue_qos0:
-                    session.enqueue(message, 0)
+                    for single in message.singles() if count > 1 else (message,):  # type: ignore[attr-defined]
+                        session.enqueue(single, 0)
             elif not connection.congested and not connection.wants_close:
-                connection.send(message.plain())  # live copies carry RETAIN=0 [MQTT-3.3.1-9]
-                stats.publish_sent += 1
-                stats.publish_bytes_sent += len(message.payload)
+                if plain is None:
+                    plain = message.plain()  # live copies carry RETAIN=0 [MQTT-3.3.1-9]
+                connection.send(plain, count)
+                live += 1
             else:
-                stats.publish_dropped += 1
+                stats.publish_dropped += count
                 connection.lagging()
+        if live:
+            stats.publish_sent += live * count
+            stats.publish_bytes_sent += live * payload_bytes
 
     def _retain(self, topic: str, message: Message) -> None:
         store = self.store if self.store is not None and not topic.startswith("$SYS") else None

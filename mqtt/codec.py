@@ -347,25 +347,28 @@ class Decoder:
     ) -> None:
         self.max_packet_size = max_packet_size
         self.first_bytes = first_bytes
-        self._partial = bytearray()
+        # A frame's first bytes while the rest is on its way; None (no buffer at all) between
+        # frames, which is almost always: an idle connection should not own an empty bytearray.
+        self._partial: bytearray | None = None
         self._needed = 0  # bytes the partial frame needs before parsing is worth retrying
 
     @property
     def buffered(self) -> int:
         """Bytes held back waiting for the rest of a frame."""
-        return len(self._partial)
+        return len(self._partial) if self._partial is not None else 0
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Packet]:
         frames = self.frames(data)
         return [decode_body(buffer[start], buffer[body:end]) for buffer, start, body, end in frames]
 
     def frames(self, data: bytes | bytearray | memoryview) -> Iterator[tuple[bytes, int, int, int]]:
-        if self._partial:
-            self._partial += data
-            if len(self._partial) < self._needed:
+        partial = self._partial
+        if partial is not None:
+            partial += data
+            if len(partial) < self._needed:
                 return
-            buffer = bytes(self._partial)
-            self._partial.clear()
+            buffer = bytes(partial)
+            self._partial = None
         else:
             buffer = data if type(data) is bytes else bytes(data)
         size = len(buffer)
@@ -380,7 +383,7 @@ class Decoder:
                 check_fixed_header(first)  # raises: refuse a bad header before buffering a body
             span = _frame_span(buffer, pos, size, limit)
             if span is None or span[1] > size:
-                self._partial += buffer[pos:]
+                self._partial = bytearray(buffer[pos:])
                 self._needed = span[1] - pos if span is not None else 0
                 return
             body, end = span

@@ -2,6 +2,11 @@
 
 Encodings are built lazily and cached: the QoS 0 form is the publisher's own wire bytes when
 they already are a plain QoS 0 PUBLISH, so fan-out forwards bytes without re-encoding.
+
+A ``MessageRun`` goes one step further: several plain QoS 0 PUBLISHes of one topic that
+arrived back to back in one read, routed once and forwarded as the one slice of bytes they
+are. Every subscriber of the topic gets all of them, in order, so nothing per message is
+left to decide; only an offline queue needs them one by one again (``singles``).
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from .codec import encode_publish
 
 class Message:
     __slots__ = ("_plain", "delivered_retained", "payload", "qos", "retain", "topic", "topic_bytes")
+
+    count = 1  # application messages this object stands for (a MessageRun: several)
 
     def __init__(
         self,
@@ -41,6 +48,11 @@ class Message:
         return copy
 
     @property
+    def payload_bytes(self) -> int:
+        """Payload bytes of every message this stands for, for the $SYS byte counters."""
+        return len(self.payload)
+
+    @property
     def size(self) -> int:
         """Bytes this message costs a queue: topic plus payload."""
         return len(self.topic_bytes) + len(self.payload)
@@ -59,3 +71,36 @@ class Message:
         if qos == 0:
             return self.plain()
         return encode_publish(self.topic_bytes, self.payload, qos, self.delivered_retained, dup, packet_id)
+
+
+class MessageRun(Message):
+    """``count`` plain QoS 0 PUBLISHes of one topic, contiguous on the wire: one route, one slice.
+
+    ``plain()`` is all of them, exactly as they arrived. ``payload`` is left empty: whatever
+    needs the payloads one by one (an offline session's queue) takes ``singles()`` instead.
+    """
+
+    __slots__ = ("count", "payload_bytes")
+
+    def __init__(self, topic: str, topic_bytes: bytes, frames: bytes, count: int, payload_bytes: int) -> None:
+        super().__init__(topic, topic_bytes, b"", 0, False, frames)
+        self.count = count
+        self.payload_bytes = payload_bytes
+
+    def singles(self) -> list[Message]:
+        """The run as one Message per PUBLISH (for an offline session's queue)."""
+        frames, messages, pos = self.plain(), [], 0
+        while pos < len(frames):
+            length, shift, index = 0, 0, pos + 1
+            while True:  # the remaining length: at most four bytes, already checked on the way in
+                byte = frames[index]
+                length |= (byte & 0x7F) << shift
+                index += 1
+                shift += 7
+                if byte < 0x80:
+                    break
+            end = index + length
+            payload = frames[index + 2 + len(self.topic_bytes) : end]
+            messages.append(Message(self.topic, self.topic_bytes, payload, 0, False, frames[pos:end]))
+            pos = end
+        return messages

@@ -12,6 +12,8 @@ change of durable state to the store hook (``mqtt.store_hook``), so a restart ca
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from .codec import encode_pubrel
@@ -22,6 +24,14 @@ from .store_hook import RestoredSession, StoreHook
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+# What a session holds before it needs a container, shared by every session: most clients never
+# queue a message or send a QoS 2 PUBLISH, and an empty deque costs 624 bytes, an empty set 216,
+# an empty dict 64. ``len``, ``in``, ``get`` and iteration work on these read-only stand-ins;
+# the first write swaps in a real container of the session's own.
+_NO_QUEUE: tuple[()] = ()
+_NO_IDS: frozenset[int] = frozenset()
+_NO_INFLIGHT: Mapping[int, InFlight] = MappingProxyType({})
 
 
 class InFlight:
@@ -69,10 +79,13 @@ class Session:
         self.disconnected_at = 0.0  # broker clock; for session expiry while no client is attached
         self.store: StoreHook | None = None  # set for a persistent session when a store is in use
         self.subscriptions: dict[str, int] = {}  # filter -> granted QoS
-        self.inflight: dict[int, InFlight] = {}  # insertion order = send order, for redelivery
-        self.queue: deque[tuple[Message, int, int]] = deque()  # (message, qos, seq)
+        # packet id -> delivery; insertion order = send order, for redelivery. Shared until used.
+        self.inflight: dict[int, InFlight] | Mapping[int, InFlight] = _NO_INFLIGHT
+        # (message, qos, seq); the shared empty tuple until the first message queues
+        self.queue: deque[tuple[Message, int, int]] | tuple[()] = _NO_QUEUE
         self.queued_bytes = 0
-        self.inbound_qos2: set[int] = set()  # ids of QoS 2 PUBLISHes received, PUBREL pending
+        # ids of QoS 2 PUBLISHes received, PUBREL pending; shared and empty until the first
+        self.inbound_qos2: set[int] | frozenset[int] = _NO_IDS
         self.next_packet_id = 1
         self.next_seq = 1
 
@@ -105,13 +118,27 @@ class Session:
             return False
         seq = self.next_seq
         self.next_seq = seq + 1
-        self.queue.append((message, qos, seq))
+        self._writable_queue().append((message, qos, seq))
         self.queued_bytes += size
         if self.store is not None:
             self.store.outbound_added(
                 self.client_id, seq, message.topic, message.payload, qos, message.delivered_retained, None
             )
         return True
+
+    def _writable_queue(self) -> deque[tuple[Message, int, int]]:
+        queue = self.queue
+        if isinstance(queue, deque):
+            return queue
+        self.queue = queue = deque()
+        return queue
+
+    def _writable_inflight(self) -> dict[int, InFlight]:
+        inflight = self.inflight
+        if isinstance(inflight, dict):
+            return inflight
+        self.inflight = inflight = {}
+        return inflight
 
     def queue_full(self) -> bool:
         limits = self.limits
@@ -121,7 +148,10 @@ class Session:
         """Move the oldest queued message into the window if it has room; its PUBLISH, or None."""
         if not self.queue or len(self.inflight) >= self.limits.max_inflight:
             return None
-        message, qos, seq = self.queue.popleft()
+        queue = self._writable_queue()
+        message, qos, seq = queue.popleft()
+        if not queue:
+            self.queue = _NO_QUEUE  # drained: give the deque's block back
         self.queued_bytes -= message.size
         return self._start(message, qos, seq, queued=True)
 
@@ -129,7 +159,10 @@ class Session:
         store = self.store
         if qos:
             packet_id = self._allocate_packet_id()
-            self.inflight[packet_id] = InFlight(message, qos, seq)
+            inflight = self.inflight
+            if inflight is _NO_INFLIGHT:
+                inflight = self.inflight = {}
+            inflight[packet_id] = InFlight(message, qos, seq)  # type: ignore[index]
             if store is not None:
                 if queued:
                     store.outbound_sent(self.client_id, seq, packet_id)
@@ -201,7 +234,7 @@ class Session:
         self._complete(packet_id, entry)
 
     def _complete(self, packet_id: int, entry: InFlight) -> None:
-        del self.inflight[packet_id]
+        del self.inflight[packet_id]  # type: ignore[attr-defined]  # it held the entry: a real dict
         if self.store is not None:
             self.store.outbound_done(self.client_id, entry.seq)
 
@@ -211,7 +244,9 @@ class Session:
         """True the first time a QoS 2 id arrives (route it); False for a resend before PUBREL."""
         if packet_id in self.inbound_qos2:
             return False
-        self.inbound_qos2.add(packet_id)
+        if not self.inbound_qos2:
+            self.inbound_qos2 = set()  # the first: swap the shared empty frozenset for a set
+        self.inbound_qos2.add(packet_id)  # type: ignore[union-attr]
         if self.store is not None:
             self.store.inbound_qos2_added(self.client_id, packet_id)
         return True
@@ -219,30 +254,30 @@ class Session:
     def release_qos2(self, packet_id: int) -> None:
         """PUBREL: forget the id [MQTT-4.3.3-2]."""
         if packet_id in self.inbound_qos2:
-            self.inbound_qos2.discard(packet_id)
+            self.inbound_qos2.discard(packet_id)  # type: ignore[union-attr]
             if self.store is not None:
                 self.store.inbound_qos2_removed(self.client_id, packet_id)
 
     # -- whole-session changes --------------------------------------------------------------
 
     def clear_outbound(self) -> None:
-        self.inflight.clear()
-        self.queue.clear()
+        self.inflight = _NO_INFLIGHT
+        self.queue = _NO_QUEUE
         self.queued_bytes = 0
 
     def restore(self, saved: RestoredSession) -> None:
         """Rebuild the windows a store kept (no store events: the rows exist already)."""
         self.username = saved.username
-        self.inbound_qos2 = set(saved.inbound_qos2)
+        self.inbound_qos2 = set(saved.inbound_qos2) or _NO_IDS
         for delivery in saved.outbound:
             message = Message.from_text(delivery.topic, delivery.payload, delivery.qos, delivery.retain)
             message.delivered_retained = delivery.retain
             self.next_seq = max(self.next_seq, delivery.seq + 1)
             if delivery.packet_id is None:
-                self.queue.append((message, delivery.qos, delivery.seq))
+                self._writable_queue().append((message, delivery.qos, delivery.seq))
                 self.queued_bytes += message.size
             else:
-                self.inflight[delivery.packet_id] = InFlight(
+                self._writable_inflight()[delivery.packet_id] = InFlight(
                     message, delivery.qos, delivery.seq, delivery.released
                 )
                 self.next_packet_id = delivery.packet_id % 65535 + 1

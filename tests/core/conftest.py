@@ -21,9 +21,9 @@ def broker_output_decodes(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[Conn
     streams: dict[Connection, bytearray] = {}
     queue_output = Connection.send
 
-    def recording_send(connection: Connection, data: bytes) -> None:
+    def recording_send(connection: Connection, data: bytes, packets: int = 1) -> None:
         streams.setdefault(connection, bytearray()).extend(data)
-        queue_output(connection, data)
+        queue_output(connection, data, packets)
 
     monkeypatch.setattr(Connection, "send", recording_send)
     yield streams
