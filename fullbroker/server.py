@@ -141,13 +141,15 @@ class FullBroker:
         self.bridges.flush(connection)
 
     def tick(self) -> float | None:
+        timeout = super().tick()  # reads the clock: self.now
         if self.turn_started:
-            turn = time.monotonic() - self.turn_started
+            turn = self.now - self.turn_started
             self.turns += 1
             if turn > self.longest_turn:
                 self.longest_turn = turn
-        timeout = super().tick()
-        deadline = self.bridges.tick(time.monotonic())
+        if not self.bridges.bridges:
+            return timeout  # the usual case: no bridge, nothing more to time
+        deadline = self.bridges.tick(self.now)
         if deadline is not None:
             self.flush_dirty()  # a bridge may have queued output (a PINGREQ, a reconnect)
             wait = max(0.0, deadline - time.monotonic())
@@ -169,20 +171,21 @@ class FullBroker:
             total = self.refused + 1
             self.refuse(f"max_connections {self.max_connections} reached: {peer} closed ({total} so far)")
             return -1
-        port = sock.getsockname()[1]
-        if self.config.connection_messages:
+        if self.config.connection_messages and log.isEnabledFor(NOTICE):
+            port = sock.getsockname()[1]  # a syscall: only when the line is really written
             log.log(NOTICE, "New connection from %s on port %d.", peer, port)
         return super().add_connection(sock, peer)
 
     # -- logging in mosquitto's words -----------------------------------------------------------
 
     def log_connected(self, connection: Connection) -> None:
-        log.log(NOTICE, connected_line(connection))
+        if log.isEnabledFor(NOTICE):  # build the line only if a log_type lets it through
+            log.log(NOTICE, connected_line(connection))
         if self.telemetry:
             self._announce(connection)
 
     def log_close(self, fd: int, connection: Connection, reason: str) -> None:
-        if self.config.connection_messages:
+        if self.config.connection_messages and log.isEnabledFor(NOTICE):
             log.log(NOTICE, closed_line(connection, connection.close_reason or reason))
         if self.telemetry:
             super().log_close(fd, connection, reason)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -143,6 +144,7 @@ class BaseServer(Loop):
         super().__init__(broker, telemetry, args.read_chunk, args.writev)
         self.spare = SpareFd()
         self.refused = 0
+        self.now = 0.0  # the clock at the end of the last turn (see tick)
         if args.verbose or telemetry:
             broker.on_connected = self._announce
 
@@ -197,11 +199,19 @@ class BaseServer(Loop):
     # -- time --------------------------------------------------------------------------------
 
     def tick(self) -> float | None:
-        """Step 7: run the core's timers; return the next wait timeout in seconds (None = forever)."""
-        now = time.monotonic()
-        deadline = self.broker.tick(now)
-        self.flush_dirty()
-        timeout = None if deadline is None else max(0.0, deadline - now)
+        """Step 7: the core's timers, if one is due; return the next wait timeout (None = forever).
+
+        The turn's one clock read is here, at its end, so the timeout counts from now. Most
+        turns are a message or two and no timer is due: they skip the core's tick (and the
+        flush after it) by comparing one float with ``broker.next_deadline``.
+        """
+        self.now = now = time.monotonic()
+        broker = self.broker
+        if now >= broker.next_deadline:
+            broker.tick(now)
+            self.flush_dirty()  # a timer may have closed a connection or published $SYS
+        deadline = broker.next_deadline
+        timeout = None if deadline == math.inf else max(0.0, deadline - now)
         if self.telemetry and self.telemetry.flush_if_due(now):
             # Lines are still buffered: come back soon to send them rather than sleep on them.
             timeout = FLUSH_INTERVAL if timeout is None else min(timeout, FLUSH_INTERVAL)

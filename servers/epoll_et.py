@@ -4,8 +4,11 @@ New compared with epoll_lt: EPOLLET. A wait reports a socket once per arrival of
 not while data remains, so the loop must ``recv`` (and the listener must ``accept``) until
 EAGAIN, or the rest sits unread until the peer happens to send again. ``--bug read-once``
 reproduces the notes' trap: one ``--read-chunk`` per edge, and a request larger than the
-chunk stalls. EPOLLOUT is registered once with the rest: an edge comes only when a full send
-buffer drains, so write interest needs no epoll_ctl at all.
+chunk stalls. EPOLLOUT is registered once with the rest, so write interest needs no epoll_ctl
+at all. Under ET a new EPOLLOUT edge comes when a full send buffer drains, but every edge
+reports the whole current mask: a read edge on a socket with room arrives as 0x5 (IN|OUT).
+So the OUT bit alone says nothing new; the loop acts on it only for a socket whose last send
+was short (``Connection.backed_up``), or every read would be followed by a pointless write.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class EpollEdgeServer(EpollLevelServer):
         )
 
     def set_write_interest(self, fd: int, wanted: bool) -> None:
-        pass  # EPOLLOUT is already registered; under ET it fires only on a drain, never idly
+        pass  # EPOLLOUT is registered for good; handle_ready heeds it only for a backed-up socket
 
     def accept_ready(self) -> None:
         while self.accept_one():  # one edge may stand for many queued connections

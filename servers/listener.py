@@ -62,6 +62,10 @@ def open_listener(host: str, port: int, backlog: int, reuseport: bool = False) -
         holder = who_listens(port)
         held_by = f" by {holder}" if holder else ""
         sys.exit(f"error: port {port} on {host} is already in use{held_by}; choose another with --port")
+    if listener.family in (socket.AF_INET, socket.AF_INET6):
+        # MQTT packets are small and latency-bound: Nagle must not hold them back. Set here,
+        # once: Linux copies it to every socket accept() returns, saving a syscall per client.
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     listener.listen(backlog)
     listener.setblocking(False)  # accept() must return EAGAIN, never block the loop
     return listener

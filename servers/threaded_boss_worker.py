@@ -41,6 +41,7 @@ class Worker(Loop):
     """One thread, one epoll instance, and the connections handed to it: a Loop of its own."""
 
     mode = "ET"
+    threaded = True
 
     def __init__(self, server: ThreadedServer, index: int) -> None:
         super().__init__(server.broker, server.telemetry, server.args.read_chunk, server.args.writev)
@@ -52,10 +53,16 @@ class Worker(Loop):
         self.listen_fd = self.wakeup  # handle_ready calls accept_ready when it fires
         self.epoll.register(self.wakeup, select.EPOLLIN)
         self.inbox: deque[tuple[socket.socket, str]] = deque()  # (socket, peer) from the boss
+        # Set by whoever writes our eventfd, cleared by us once we have read it: one write per
+        # wake-up, however many of our connections another thread made dirty meanwhile.
+        self.poked = False
         self.thread = NamedThread(self.name, self.run)
 
     def poke(self) -> None:
-        os.eventfd_write(self.wakeup, 1)
+        """Wake this worker (an eventfd write), unless a wake-up is already on its way."""
+        if not self.poked:
+            self.poked = True
+            os.eventfd_write(self.wakeup, 1)
 
     def run(self) -> None:
         while not self.server.stopping:
@@ -85,6 +92,10 @@ class Worker(Loop):
         """The eventfd fired: the boss handed us sockets, or another thread queued output for ours."""
         with contextlib.suppress(BlockingIOError):
             os.eventfd_read(self.wakeup)  # reset the counter, or the level-triggered wait repeats it
+        # After the read, before this turn's flush: a poke that finds the flag set either came
+        # before this point (its connection is flushed below) or follows one that wrote the
+        # eventfd after the read (so the next wait returns at once).
+        self.poked = False
         while self.inbox:
             sock, peer = self.inbox.popleft()
             self.server.owner[sock.fileno()] = self  # before the core knows it, so routing finds us
@@ -92,6 +103,7 @@ class Worker(Loop):
 
     def watch(self, fd: int) -> None:
         # Edge-triggered with EPOLLOUT: an edge when a full send buffer drains, no epoll_ctl.
+        # (The OUT bit also rides on read edges; handle_ready heeds it only when backed up.)
         self.epoll.register(fd, select.EPOLLIN | select.EPOLLOUT | select.EPOLLET)
 
     def unwatch(self, fd: int) -> None:
@@ -99,7 +111,7 @@ class Worker(Loop):
             self.epoll.unregister(fd)
 
     def set_write_interest(self, fd: int, wanted: bool) -> None:
-        pass  # EPOLLOUT is registered for good; under ET it fires only on a drain
+        pass  # EPOLLOUT is registered for good; handle_ready heeds it only when backed up
 
     def on_readable(self, fd: int) -> None:
         self.read_until_eagain(fd)
