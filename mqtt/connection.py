@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import (
     PINGRESP_BYTES,
-    Decoder,
     decode_body,
     encode_connack,
     encode_puback,
@@ -26,6 +25,7 @@ from .codec import (
     encode_pubrec,
     encode_pubrel,
     publish_topic,
+    split_frames,
 )
 from .errors import LimitExceeded, ProtocolError, UnacceptableProtocolLevel
 from .fixed_header import AWAITING_CONNECT_FIRST_BYTES, first_bytes_for
@@ -43,7 +43,6 @@ _TO_CLIENT_ONLY = {PacketType.CONNACK, PacketType.SUBACK, PacketType.UNSUBACK, P
 
 class Connection:
     __slots__ = (
-        "_decoder",
         "_last_topic",
         "_last_topic_bytes",
         "_out",
@@ -51,16 +50,19 @@ class Connection:
         "backed_up",
         "bridge",
         "broker",
+        "bytes_needed",
         "client_id",
         "close_reason",
         "congested",
         "congested_since",
         "dirty",
         "ended",
+        "first_bytes",
         "keepalive",
         "last_seen",
         "next_check",
         "output_bytes",
+        "partial_frame",
         "peer",
         "protocol_level",
         "session",
@@ -93,7 +95,10 @@ class Connection:
         self.ended = False
         self.dirty = False
         self.abortive = False  # close with RST (SO_LINGER 0), dropping unsent output
-        self._decoder = Decoder(broker.limits.max_packet_size, AWAITING_CONNECT_FIRST_BYTES)
+        # Framing state (codec.FrameState), kept here rather than in a Decoder of its own.
+        self.first_bytes = AWAITING_CONNECT_FIRST_BYTES
+        self.partial_frame: bytearray | None = None
+        self.bytes_needed = 0
         self._out: list[bytes] | None = None  # queued output; no list at all while there is none
         self.output_bytes = 0
         self.backed_up = False  # the last send left bytes behind: the peer is not keeping up
@@ -118,7 +123,7 @@ class Connection:
         stats.bytes_received += len(data)
         run: PublishRun | None = None  # plain QoS 0 PUBLISHes of one topic so far, not yet routed
         try:
-            for buffer, start, body, end in self._decoder.frames(data):
+            for buffer, start, body, end in split_frames(self, data, broker.limits.max_packet_size):
                 stats.messages_received += 1
                 first = buffer[start]
                 if run is not None:
@@ -367,7 +372,7 @@ class Connection:
             connect = decode_body(first, body)
             assert isinstance(connect, Connect)
             # From now on the first bytes are judged by the rules of the client's protocol level.
-            self._decoder.first_bytes = first_bytes_for(connect.protocol_level)
+            self.first_bytes = first_bytes_for(connect.protocol_level)
             self.broker.connect(self, connect)
             return
         if session is None:
