@@ -191,7 +191,7 @@ class BaseServer(Loop):
             self.telemetry.emit("refuse", reason=reason, total=self.refused)
 
     def _announce(self, connection: Connection) -> None:
-        fd = connection.tag.fileno()
+        fd = connection.tag  # the loops tag each connection with its fd
         log.info("connect fd=%d peer=%s client_id=%s", fd, connection.peer, connection.client_id)
         if self.telemetry:
             self.telemetry.emit("conn", fd=fd, peer=connection.peer, client_id=connection.client_id)

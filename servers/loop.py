@@ -1,15 +1,18 @@
 """One event loop's own state: its connections, its reused read buffer, and how it does I/O.
 
 A ``Loop`` owns the fd -> connection dict of the sockets it watches and one receive buffer
-that every ``recv_into`` reuses. It knows how to take over an accepted socket, read from it,
-flush what the core queued, close it (abortively when the core asks), and contain a bug met
-on one connection so that only that connection ends. How it *waits* (select, poll, epoll) is
-the variant's business: a subclass supplies ``watch``, ``unwatch`` and ``set_write_interest``
-and calls ``handle_ready`` and ``flush_dirty`` from its own loop.
+that every read reuses. Like a C server it keeps plain fds, not socket objects: an accepted
+socket is ``detach``ed (its 88-byte Python object goes) and the loop reads and writes the fd
+with ``readv``/``write``/``writev``, the calls mosquitto makes too. It knows how to take over
+an accepted socket, read from it, flush what the core queued, close it (abortively when the
+core asks), and contain a bug met on one connection so that only that connection ends. How
+it *waits* (select, poll, epoll) is the variant's business: a subclass supplies ``watch``,
+``unwatch`` and ``set_write_interest`` and calls ``handle_ready`` and ``flush_dirty`` from
+its own loop.
 
 Every core call goes through two seams, so one copy of this code serves every model:
 ``with self.core:`` around the call (no lock for a single-threaded loop; the core's lock for
-a worker thread, taken around core calls only, never around a ``recv`` or ``send``), and
+a worker thread, taken around core calls only, never around a read or a write), and
 ``after_core()`` inside it (a worker routes what became dirty to the worker owning it).
 On the two hot paths, a read and a write, a single-threaded loop (``threaded`` False) skips
 both seams: they are no-ops for it, yet cost about 0.2 µs per call, several times a turn.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import socket
 import struct
 from collections.abc import Sequence
@@ -62,8 +66,9 @@ class Loop:
         self.writing: set[int] = set()  # fds with write interest registered
         # Connections to flush this round besides the core's dirty ones: sockets that drained.
         self.to_flush: list[Connection] = []
-        self.read_buffer = bytearray(read_chunk)  # one buffer, reused by every recv_into
+        self.read_buffer = bytearray(read_chunk)  # one buffer, reused by every read
         self.read_view = memoryview(self.read_buffer)
+        self.read_into = [self.read_buffer]  # readv's list of buffers: ours has one
         self.writev = writev
         self.wait_calls = 0
 
@@ -129,17 +134,21 @@ class Loop:
     def adopt(self, sock: socket.socket, peer: str) -> int:
         """Make an accepted socket this loop's: non-blocking, opened in the core, watched."""
         sock.setblocking(False)  # TCP_NODELAY came with it from the listener (open_listener)
-        fd = sock.fileno()
+        # From here on the fd is all we keep: the core's tag for it, and the dict's key (one
+        # int object for both). Closing it is now our job, in close_connection.
+        fd = sock.detach()
         with self.core:
-            self.connections[fd] = self.broker.open(peer, tag=sock)
+            self.connections[fd] = self.broker.open(peer, tag=fd)
         self.watch(fd)
         return fd
 
     def read_once(self, fd: int) -> int:
-        """One recv_into the reused buffer; returns bytes read, 0 for EAGAIN, -1 if closed."""
+        """One read into the reused buffer; returns bytes read, 0 for EAGAIN, -1 if closed."""
         connection = self.connections[fd]
         try:
-            count = connection.tag.recv_into(self.read_buffer)  # outside any lock: it may block a while
+            # readv with one buffer: Python has no os.read into a buffer of ours, and readv
+            # fills the reused one in place. Outside any lock: it may block a while.
+            count = os.readv(fd, self.read_into)
         except BlockingIOError:
             return 0
         except OSError as error:
@@ -183,8 +192,8 @@ class Loop:
         while dirty:
             self.before_output()
             for connection in dirty:
-                sock = connection.tag
-                fd = sock.fileno() if isinstance(sock, socket.socket) else -1
+                tag = connection.tag
+                fd = tag if type(tag) is int else -1  # a bridge's connection has no fd of ours
                 try:  # the fault barrier, around sent() and the session pump behind it
                     if connections.get(fd) is connection:
                         self.write_pending(fd, connection)
@@ -208,10 +217,10 @@ class Loop:
                 output = connection.pending_buffers() if writev else connection.pending()
             offered = sum(map(len, output)) if writev else len(output)
             try:
-                # --writev: sendmsg, and the kernel gathers the queued buffers, so nothing is
-                # copied to join them. Default: one send of one joined buffer, which is cheaper
-                # for many small packets. Either way outside any lock.
-                count = connection.tag.sendmsg(output) if writev else connection.tag.send(output)
+                # --writev: the kernel gathers the queued buffers, so nothing is copied to join
+                # them. Default: one write of one joined buffer, which is cheaper for many small
+                # packets. Either way outside any lock.
+                count = os.writev(fd, output) if writev else os.write(fd, output)
             except BlockingIOError:
                 count = 0  # EAGAIN: the socket is backed up
             except OSError as error:
@@ -256,14 +265,17 @@ class Loop:
             self.after_core()
         self.unwatch(fd)
         self.writing.discard(fd)
-        sock = connection.tag
         if connection.abortive:
             # SO_LINGER on with a zero timeout: close() sends RST and discards the Send-Q at once.
             # A plain close() would queue a FIN behind the unsent bytes, and against a peer that
             # never reads, the socket would sit in FIN_WAIT_1 holding that memory for minutes.
             with contextlib.suppress(OSError):  # already reset by the peer: nothing to discard
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
-        sock.close()
+                view = socket.socket(fileno=fd)  # a socket object only to call setsockopt on fd
+                try:
+                    view.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_ABORT)
+                finally:
+                    view.detach()  # the fd stays ours: closed just below
+        os.close(fd)
         self.log_close(fd, connection, reason)
 
     def close_all(self, reason: str) -> None:

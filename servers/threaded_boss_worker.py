@@ -149,8 +149,10 @@ class ThreadedServer(BaseServer):
         self.core = self.core_lock.held_by("boss")
         self.stopping = False
         # fd -> the worker that owns the socket: only it writes there. An open fd's number is
-        # unique in the process, a closed socket's fileno() is -1, and a reused number is
-        # claimed again by the worker that adopts it, so entries never need removing.
+        # unique in the process, and a reused number is claimed again by the worker that
+        # adopts it, so entries never need removing. (A closed connection still tagged with a
+        # reused number may reach the wrong worker; its flush finds the fd is not that
+        # connection's any more and skips it.)
         self.owner: dict[int, Worker] = {}
         self.workers = [Worker(self, index) for index in range(1, args.workers + 1)]
         self.next_worker = 0
@@ -162,7 +164,7 @@ class ThreadedServer(BaseServer):
         """With the lock held: hand each dirty connection to its owner, waking the others."""
         owner_of = self.owner
         for connection in self.broker.drain_dirty():
-            owner = owner_of.get(connection.tag.fileno())
+            owner = owner_of.get(connection.tag)
             if owner is not None:
                 owner.to_flush.append(connection)
                 if owner is not caller:

@@ -28,7 +28,7 @@ from labs.lab import Lab, TimingComparison, lab_arguments, running_server
 
 KIB, MIB = 1024, 1 << 20
 CASES = ((64, 64), (4, 64 * KIB), (4, MIB))  # (buffers per call, bytes per buffer)
-SYSCALLS = ("sendto", "sendmsg", "recvfrom", "epoll_wait")
+SYSCALLS = ("write", "writev", "readv", "epoll_wait")
 MODES = {"join": [], "writev": ["--writev"]}
 
 
@@ -72,8 +72,8 @@ def count_syscalls(lab: Lab, duration: float) -> None:
         lab.say("skipped: perf is not installed (the comparison above does not need it)")
         return
     events = ",".join(f"syscalls:sys_enter_{name}" for name in SYSCALLS)
-    lab.say("$ perf stat -x, -p PID -e syscalls:sys_enter_sendto,\\")
-    lab.say("      syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvfrom,\\")
+    lab.say("$ perf stat -x, -p PID -e syscalls:sys_enter_write,\\")
+    lab.say("      syscalls:sys_enter_writev,syscalls:sys_enter_readv,\\")
     lab.say("      syscalls:sys_enter_epoll_wait")
     lab.say(f"{'mode':<8}{'deliveries':>12}" + "".join(f"{name:>11}" for name in SYSCALLS) + "  msgs/send")
     for mode in MODES:
@@ -88,11 +88,11 @@ def count_syscalls(lab: Lab, duration: float) -> None:
         if not counts:
             lab.say(f"skipped: perf counted nothing ({report.strip().splitlines()[-1:]})")
             return
-        sends = counts.get("sendto", 0) + counts.get("sendmsg", 0)
+        sends = counts.get("write", 0) + counts.get("writev", 0)
         per_send = metrics["delivered"] / sends if sends else 0.0
         columns = "".join(f"{counts.get(name, 0):>11,}" for name in SYSCALLS)
         lab.say(f"{mode:<8}{metrics['delivered']:>12,}{columns}{per_send:>11,.0f}")
-    lab.say("msgs/send: deliveries per send call, so about that many buffers per sendmsg;")
+    lab.say("msgs/send: deliveries per write call (a run of PUBLISHes is one buffer);")
     lab.say("one send per subscriber per loop turn either way: writev saves no syscall")
 
 
@@ -161,10 +161,11 @@ def main() -> int:
     lab = Lab("Lab 09: writev (sendmsg) against join + send")
 
     lab.step("Where the two ways differ: servers/loop.py.")
-    lab.say("default:  sock.send(connection.pending())         # b''.join of the queue")
-    lab.say("--writev: sock.sendmsg(connection.pending_buffers()) # the queue, as it is")
-    lab.say("one call per connection per loop turn either way; fan-out queues one")
-    lab.say("small PUBLISH (about 80 bytes) per message per subscriber")
+    lab.say("default:  os.write(fd, connection.pending())          # b''.join of the queue")
+    lab.say("--writev: os.writev(fd, connection.pending_buffers())  # the queue, as it is")
+    lab.say("one call per connection per loop turn either way; fan-out queues one buffer")
+    lab.say("per routed message per subscriber, and a run of same-topic PUBLISHes from one")
+    lab.say("read is routed as one message (mqtt/message.py, MessageRun)")
 
     lab.step(f"Fan-out, 1 publisher → 50 subscribers, {rounds} round(s) of {duration:g} s per mode.")
     lab.say("$ .venv/bin/python labs/compare.py --only epoll_lt,fanout --rate 0")

@@ -1,9 +1,9 @@
 """The durability rule read off the syscalls: the WAL write comes before the bytes it covers.
 
 A kill -9 lands in a microsecond-wide window only by luck, so the loop test cannot prove the
-order. strace can: in the broker's loop thread, between the ``recvfrom`` that read a QoS 1
-PUBLISH and the ``sendto`` of its PUBACK (or of the forwarded PUBLISH), there must be a
-``pwrite64`` to the store's WAL file: the commit.
+order. strace can: in the broker's loop thread, between the ``readv`` that read a QoS 1
+PUBLISH and the ``write`` of its PUBACK (or of the forwarded PUBLISH) to a client's socket,
+there must be a ``pwrite64`` to the store's WAL file: the commit.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ WAL_OPEN = re.compile(r'^(\d+)\s+openat\(.*-wal",.*\)\s*=\s*(\d+)')
 def start_under_strace(config: Path, trace: Path) -> tuple[subprocess.Popen[str], int]:
     command = [
         "strace", "-f", "-qq", "-s", "8", "-o", str(trace),
-        "-e", "trace=openat,recvfrom,sendto,pwrite64",
+        "-e", "trace=openat,readv,write,pwrite64",
         sys.executable, "-m", "servers.broker", "-c", str(config), "-p", "0",
     ]  # fmt: skip
     log = (trace.parent / "broker.log").open("w")
@@ -101,11 +101,11 @@ def test_every_puback_and_forwarded_publish_follows_its_commit(tmp_path: Path) -
     checked = 0
     wrote_since_read = False
     for name, fd, data in events:
-        if name == "recvfrom":
+        if name == "readv":
             wrote_since_read = False
         elif name == "pwrite64" and fd == wal_fd:
             wrote_since_read = True
-        elif name == "sendto" and data.startswith(('"@\\2', '"2')):  # PUBACK, or PUBLISH QoS 1
+        elif name == "write" and fd > 2 and data.startswith(('"@\\2', '"2')):  # PUBACK, PUBLISH QoS 1
             assert wrote_since_read, f"a {data} left before the commit covering it"
             checked += 1
     assert checked >= 10  # five PUBACKs and five forwarded PUBLISHes
