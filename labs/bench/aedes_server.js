@@ -7,7 +7,7 @@ const aedes = require('aedes');
 
 async function createBroker() {
   if (aedes.Aedes && typeof aedes.Aedes.createBroker === 'function') {
-    return aedes.Aedes.createBroker(); // aedes >= 1.0
+    return aedes.Aedes.createBroker(); // aedes >= 1.0 (checked with 1.2.0)
   }
   const factory = typeof aedes === 'function' ? aedes : aedes.default || aedes.Aedes;
   return factory(); // aedes 0.x

@@ -15,7 +15,9 @@ from typing import Any
 
 from rich.console import Console
 
-from . import environment, plots, report
+from . import environment, plots, report, summary
+from .persistence import with_persistence
+from .plan import plan
 from .progress import NullUi, RichUi
 from .references import reference_targets
 from .suite import SCENARIOS, Settings, Suite
@@ -31,12 +33,14 @@ from .targets import (
 
 DEFAULT_PLOTS = REPO_ROOT / "labs" / "out" / "compare"
 TARGET_NAMES = (*PROJECT_VARIANTS, *REFERENCE_BROKERS)
-SIZE_FLAGS = {  # flag -> Settings field (only flags given on the command line override a preset)
+SETTING_FLAGS = {  # flag -> Settings field (only flags given on the command line override a preset)
     "duration": "duration",
     "publishers": "publishers",
     "subscribers": "subscribers",
     "procs": "procs",
-    "rate": "rate",
+    "rate": "rates",
+    "saturation": "saturation",
+    "repeat": "repeat",
     "window": "window",
     "payload": "payload",
     "clients": "clients",
@@ -49,6 +53,27 @@ SIZE_FLAGS = {  # flag -> Settings field (only flags given on the command line o
 
 def names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def rate_list(text: str) -> tuple[float, ...]:
+    """``--rate 10000,50000``: deliveries/s of each matched-rate run; 0 (alone or listed) adds none."""
+    try:
+        rates = [float(name) for name in names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of numbers: {text!r}") from None
+    if any(rate < 0 for rate in rates):
+        raise argparse.ArgumentTypeError("rates cannot be negative")
+    return tuple(dict.fromkeys(rate for rate in rates if rate > 0))
+
+
+def positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,15 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra flags for this project's servers, e.g. --server-args=--telemetry",
     )
     what.add_argument("--baseline", help="target the ratios divide by (default: mosquitto when present)")
+    what.add_argument(
+        "--repeat",
+        type=positive,
+        metavar="N",
+        help="run each (scenario run, target) N times, interleaved; tables show medians and min–max (1)",
+    )
+    what.add_argument(
+        "--no-saturation",
+        dest="saturation",
+        action="store_const",
+        const=False,
+        help="skip the saturation fan-in / fan-out runs (matched rates only)",
+    )
     sizes = parser.add_argument_group("sizes (defaults: the full run; --quick shrinks them)")
-    sizes.add_argument("--duration", type=float, help="seconds per fan-in / fan-out / QoS 1 run (3)")
+    sizes.add_argument(
+        "--duration", type=float, help="seconds per fan-in / fan-out / QoS 1 run (3; 1 in flight: at most 2)"
+    )
     sizes.add_argument("--publishers", type=int, help="fan-in publishers (8)")
     sizes.add_argument("--subscribers", type=int, help="fan-out subscribers (50)")
     sizes.add_argument("--procs", type=int, help="generator processes on the busy side (2)")
-    sizes.add_argument("--rate", type=float, help="deliveries/s of the matched-rate runs, 0 = none (20000)")
+    sizes.add_argument(
+        "--rate",
+        type=rate_list,
+        metavar="R[,R...]",
+        help="deliveries/s of the matched-rate fan-in and fan-out runs, one pair per rate; 0 = none (20000)",
+    )
     sizes.add_argument("--window", type=int, help="messages publishers may run ahead of subscribers (1000)")
     sizes.add_argument("--payload", type=int, help="payload bytes (64)")
-    sizes.add_argument("--clients", type=int, help="idle clients in the conn scenario (10000)")
+    sizes.add_argument("--clients", type=int, help="idle clients in the conn scenario (10000; up to 19000)")
     sizes.add_argument("--in-flight", type=int, help="QoS 1 PUBLISHes in flight (100)")
     sizes.add_argument(
         "--idle-points",
@@ -122,13 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Settings:
     overrides = {
-        field: getattr(args, flag) for flag, field in SIZE_FLAGS.items() if getattr(args, flag) is not None
+        field: getattr(args, flag) for flag, field in SETTING_FLAGS.items() if getattr(args, flag) is not None
     }
     settings = Settings.quick_run(**overrides) if args.quick else Settings(**overrides)
     if args.selftest:
-        settings = dataclasses.replace(
-            settings, scenarios=("fanin", "fanout"), rate=overrides.get("rate", 0.0)
-        )
+        rates = overrides.get("rates", ())  # the selftest measures saturation unless asked for a rate
+        settings = dataclasses.replace(settings, scenarios=("fanin", "fanout"), rates=rates)
     chosen = [name for name in args.only if name in SCENARIOS]
     scenarios = [
         name for name in settings.scenarios if (not chosen or name in chosen) and name not in args.skip
@@ -138,7 +182,22 @@ def settings_from(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     ]  # e.g. --quick --only qos1
     if not scenarios:
         parser.error("no scenario left to run")
-    return dataclasses.replace(settings, scenarios=tuple(name for name in SCENARIOS if name in scenarios))
+    settings = dataclasses.replace(settings, scenarios=tuple(name for name in SCENARIOS if name in scenarios))
+    if not plan(settings):  # e.g. --only fanin --no-saturation --rate 0
+        parser.error("no run left: --no-saturation needs at least one --rate, or another scenario")
+    return settings
+
+
+def wanted_targets(args: argparse.Namespace) -> list[str]:
+    """Target names to run: those --only names, else all (--quick: ours and mosquitto), minus --skip."""
+    chosen = [name for name in args.only if name in TARGET_NAMES]
+    if chosen:
+        names = [name for name in TARGET_NAMES if name in chosen]
+    elif args.quick:
+        names = [*PROJECT_VARIANTS, "mosquitto"]
+    else:
+        names = list(TARGET_NAMES)
+    return [name for name in names if name not in args.skip]
 
 
 def select_targets(args: argparse.Namespace, parser: argparse.ArgumentParser) -> list[Target]:
@@ -150,13 +209,11 @@ def select_targets(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.selftest:
         return [sink_target()]
     server_args = shlex.split(args.server_args)
-    targets = [project_target(module, server_args) for module in PROJECT_VARIANTS] + reference_targets()
-    chosen = [name for name in args.only if name in TARGET_NAMES]
-    if args.quick and not chosen:
-        targets = [target for target in targets if target.kind == "project" or target.name == "mosquitto"]
-    return [
-        target for target in targets if (not chosen or target.name in chosen) and target.name not in args.skip
-    ]
+    wanted = wanted_targets(args)
+    # Only a run that wants aedes installs it (one line on stderr says so).
+    references = reference_targets(install_aedes="aedes" in wanted, say=Console(stderr=True).print)
+    targets = [project_target(module, server_args) for module in PROJECT_VARIANTS] + references
+    return [with_persistence(target, server_args) for target in targets if target.name in wanted]
 
 
 def run(argv: list[str]) -> int:
@@ -180,7 +237,8 @@ def execute(args: argparse.Namespace, argv: list[str], settings: Settings, targe
     rows = _run_suite(targets, settings, status, quiet=args.quiet)
     elapsed = time.monotonic() - started
     baseline = report.pick_baseline(rows, args.baseline)
-    report.print_tables(console, rows, baseline)
+    summaries = summary.summarize(rows, baseline)
+    report.print_tables(console, summaries, baseline, settings.repeat)
     if args.selftest:
         print_selftest(console, rows)
     console.print(f"finished in {elapsed:.1f} s")
@@ -188,10 +246,10 @@ def execute(args: argparse.Namespace, argv: list[str], settings: Settings, targe
         env = environment.collect(argv, dataclasses.asdict(settings), baseline)
         env["wall_s"] = round(elapsed, 2)
         env["server_args"] = args.server_args
-        report.write_json(args.json, env, rows)
+        report.write_json(args.json, env, rows, summaries)
         console.print(f"JSON: {args.json}")
     if not args.no_plots:
-        for path in plots.write_plots(rows, args.plots):
+        for path in plots.write_plots(summaries, args.plots):
             console.print(f"plot: {path}")
     code = report.exit_status(rows)
     if code:

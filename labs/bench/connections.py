@@ -18,7 +18,7 @@ from .clients import ClientOpener, close_all, run_tag
 from .flow import FlowBoard
 from .progress import Ui
 from .results import Errors, Outcome, percentiles_us, refusals
-from .targets import Broker
+from .targets import Broker, ProcessSample
 from .throughput import FlowSpec, run_flow
 from .wire import CONN_TOPIC, IDLE_TOPIC, BatchBuilder, PublishLayout, connect_packet
 from .workers import CONTEXT, Worker, WorkerGroup
@@ -105,7 +105,9 @@ def run_conn(broker: Broker, clients: int, ui: Ui, tag: str | None = None) -> Ou
     try:
         # The publisher connects first: a broker at its connection cap still gets its final message.
         with _FinalPublisher(broker, tag) as final:
-            baseline = broker.sample()
+            # The final publisher is also the warm-up connection: RSS per connection is measured
+            # from a broker that has already accepted one client and set up what that costs.
+            baseline = settled_sample(broker)
             started = time.monotonic()
             opened = holders.open(clients, broker, ui, f"{broker.name} conn: connecting")
             connect_s = time.monotonic() - started
@@ -130,9 +132,11 @@ def run_conn(broker: Broker, clients: int, ui: Ui, tag: str | None = None) -> Ou
         "duration_s": connect_s,
     }
     if baseline and loaded:
+        cpu = loaded.cpu_since(baseline)
         metrics.update(
-            broker_cpu_s=loaded.cpu_since(baseline),
+            broker_cpu_s=cpu,
             broker_rss_bytes=loaded.rss_bytes,
+            connects_per_cpu_s=connected / cpu if cpu > 0 else None,
             rss_per_conn_bytes=(loaded.rss_bytes - baseline.rss_bytes) / connected if connected else None,
         )
     errors = Errors(
@@ -143,6 +147,28 @@ def run_conn(broker: Broker, clients: int, ui: Ui, tag: str | None = None) -> Ou
     params = {"clients": clients, "keepalive": holder.KEEPALIVE}
     status = "capped" if metrics["cap_hit"] else "ok"
     return Outcome(params, metrics, errors, status, refusals(opened["failures"]))
+
+
+def settled_sample(
+    broker: Broker, interval: float = 0.02, quiet_cpu: float = 0.001, timeout: float = 1.0
+) -> ProcessSample | None:
+    """A sample once the broker has gone quiet: RSS unchanged and under 1 ms of CPU between polls.
+
+    A broker may still be allocating just after it answered a CONNECT (buffers, session
+    tables); sampling then would charge that to the N clients that follow. Polls every
+    ``interval`` and gives up waiting after ``timeout`` (a broker with a busy timer never idles).
+    """
+    deadline = time.monotonic() + timeout
+    previous = broker.sample()
+    while previous is not None and time.monotonic() < deadline:
+        time.sleep(interval)
+        current = broker.sample()
+        if current is None:
+            return None
+        if current.rss_bytes == previous.rss_bytes and current.cpu_since(previous) < quiet_cpu:
+            return current
+        previous = current
+    return previous
 
 
 class _FinalPublisher:

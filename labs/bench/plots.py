@@ -1,6 +1,7 @@
 """PNG plots of a comparison: throughput per target, and the idle-scaling curve.
 
-matplotlib runs headless (the Agg backend) and is imported only here, when plots are wanted.
+Plots show the summaries' medians (over ``--repeat N``). matplotlib runs headless (the Agg
+backend) and is imported only here, when plots are wanted.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .results import run_key
+from .summary import median
 
 Row = dict[str, Any]
 
@@ -24,7 +26,7 @@ def _pyplot() -> Any:
 
 def throughput_plot(rows: list[Row], path: Path) -> Path | None:
     """Two panels of grouped bars: msgs/s and msgs per broker CPU-second, per run and target."""
-    flows = [row for row in rows if row["scenario"] in ("fanin", "fanout", "qos1") and row["status"] == "ok"]
+    flows = [row for row in rows if row["scenario"] in ("fanin", "fanout", "qos1") and row["usable"]]
     if not flows:
         return None
     runs = list(dict.fromkeys(" ".join(run_key(row)) for row in flows))
@@ -37,7 +39,8 @@ def throughput_plot(rows: list[Row], path: Path) -> Path | None:
         (axes[1], "msgs_per_cpu_s", "messages per broker CPU-second"),
     ):
         for index, target in enumerate(targets):
-            values = {" ".join(run_key(row)): row[key] or 0 for row in flows if row["target"] == target}
+            mine = [row for row in flows if row["target"] == target]
+            values = {" ".join(run_key(row)): median(row, key) or 0 for row in mine}
             positions = [slot + index * width for slot in range(len(runs))]
             axis.bar(positions, [values.get(run, 0) for run in runs], width, label=target)
         axis.set_xticks([slot + 0.4 - width / 2 for slot in range(len(runs))], runs)
@@ -51,11 +54,15 @@ def throughput_plot(rows: list[Row], path: Path) -> Path | None:
 
 def idle_scaling_plot(rows: list[Row], path: Path) -> Path | None:
     """Broker CPU µs per delivered message against idle connections, one line per target."""
-    idle = [row for row in rows if row["scenario"] == "idle-scaling" and row["status"] == "ok"]
+    idle = [
+        row
+        for row in rows
+        if row["scenario"] == "idle-scaling" and row["usable"] and row["status"] != "capped"
+    ]
     if not idle:
         return None
     capped = {
-        row["target"]: row["idle_connected"]
+        row["target"]: int(median(row, "idle_connected") or 0)
         for row in rows
         if row["scenario"] == "idle-scaling" and row["status"] == "capped"
     }
@@ -63,9 +70,9 @@ def idle_scaling_plot(rows: list[Row], path: Path) -> Path | None:
     figure, axis = pyplot.subplots(figsize=(8, 5))
     for target in dict.fromkeys(row["target"] for row in idle):
         points = sorted(
-            (row["params"]["idle"], row["cpu_us_per_msg"])
+            (row["params"]["idle"], median(row, "cpu_us_per_msg"))
             for row in idle
-            if row["target"] == target and row["cpu_us_per_msg"] is not None
+            if row["target"] == target and median(row, "cpu_us_per_msg") is not None
         )
         if not points:
             continue
@@ -91,6 +98,7 @@ def _save(pyplot: Any, figure: Any, path: Path) -> Path:
 
 
 def write_plots(rows: list[Row], directory: Path) -> list[Path]:
+    """``rows`` are summaries (``summary.summarize``), not raw rows."""
     written = [
         throughput_plot(rows, directory / "throughput.png"),
         idle_scaling_plot(rows, directory / "idle-scaling.png"),

@@ -2,7 +2,8 @@
 
 mosquitto gets a temporary config on a port we pick; amqtt and aedes run small launchers that
 obey the same ``listening on HOST:PORT`` contract as this project's servers. Each is optional:
-a missing one is reported as "not available", with the command that would install it.
+a missing one is reported as "not available", with the command that would install it (aedes
+is installed on first use when node and npm are here: ``aedes.py``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.metadata
 import importlib.util
-import json
 import os
 import shutil
 import socket
@@ -18,19 +18,19 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from .targets import REPO_ROOT, Broker, BrokerFailed, Target, await_listening, spawn
+from . import aedes
+from .targets import Broker, BrokerFailed, Target, await_listening, spawn
 
-AEDES_PREFIX = REPO_ROOT / "labs" / "out" / "node"
-AEDES_INSTALL = f"npm install --prefix {AEDES_PREFIX.relative_to(REPO_ROOT)} aedes"
 AMQTT_INSTALL = "pip install amqtt"
 MOSQUITTO_CONFIG = """\
 listener {port} 127.0.0.1
 allow_anonymous true
 max_connections -1
 max_queued_messages 1000
-persistence false
+{persistence}
 log_dest stderr
 log_type error
 log_type warning
@@ -66,7 +66,8 @@ def await_port(broker: Broker, timeout: float = 10.0) -> Broker:
     raise BrokerFailed(f"{broker.name} did not accept connections on {broker.address}")
 
 
-def launch_mosquitto(attempts: int = 3) -> Broker:
+def launch_mosquitto(attempts: int = 3, persistence: str = "persistence false") -> Broker:
+    """mosquitto on a free port; ``persistence`` is the config's persistence lines."""
     binary = mosquitto_path()
     assert binary
     last_error: BrokerFailed | None = None
@@ -74,7 +75,7 @@ def launch_mosquitto(attempts: int = 3) -> Broker:
         port = free_port()
         handle, config_name = tempfile.mkstemp(prefix="compare-mosquitto-", suffix=".conf")
         with os.fdopen(handle, "w") as config:
-            config.write(MOSQUITTO_CONFIG.format(port=port))
+            config.write(MOSQUITTO_CONFIG.format(port=port, persistence=persistence))
         os.chmod(config_name, 0o644)  # mosquitto drops root privileges after reading it
         broker = spawn("mosquitto", [binary, "-c", config_name])
         broker.address = ("127.0.0.1", port)
@@ -106,33 +107,14 @@ def launch_amqtt() -> Broker:
     raise last_error
 
 
-def aedes_env() -> dict[str, str]:
-    paths = [str(AEDES_PREFIX / "node_modules"), os.environ.get("NODE_PATH", "")]
-    return {**os.environ, "NODE_PATH": os.pathsep.join(path for path in paths if path)}
+def reference_targets(install_aedes: bool = False, say: Callable[[str], None] = print) -> list[Target]:
+    """mosquitto, amqtt and aedes, each marked available or not (with the reason).
 
-
-def aedes_available() -> tuple[bool, str]:
-    node = shutil.which("node")
-    if not node:
-        return False, "node is not on PATH"
-    probe = subprocess.run(
-        [node, "-e", "require.resolve('aedes')"], env=aedes_env(), capture_output=True, timeout=20
-    )
-    return probe.returncode == 0, "" if probe.returncode == 0 else f"aedes not installed: {AEDES_INSTALL}"
-
-
-def launch_aedes() -> Broker:
-    node = shutil.which("node")
-    assert node
-    script = str(Path(__file__).with_name("aedes_server.js"))
-    return await_listening(spawn("aedes", [node, script, "127.0.0.1", "0"], env=aedes_env()))
-
-
-def reference_targets() -> list[Target]:
-    """mosquitto, amqtt and aedes, each marked available or not (with the reason)."""
+    ``install_aedes``: aedes is wanted in this run, so install it with npm if it is missing.
+    """
     has_mosquitto = mosquitto_path() is not None
     has_amqtt = importlib.util.find_spec("amqtt") is not None
-    has_aedes, aedes_reason = aedes_available()
+    has_aedes, aedes_reason = aedes.ensure_installed(say) if install_aedes else aedes.aedes_available()
     return [
         Target(
             "mosquitto",
@@ -150,7 +132,7 @@ def reference_targets() -> list[Target]:
             has_amqtt,
             "" if has_amqtt else f"amqtt not installed: {AMQTT_INSTALL}",
         ),
-        Target("aedes", "reference", launch_aedes, has_aedes, aedes_reason),
+        Target("aedes", "reference", aedes.launch_aedes, has_aedes, aedes_reason),
     ]
 
 
@@ -170,7 +152,5 @@ def versions() -> dict[str, str | None]:
         found["node"] = subprocess.run(
             [node, "--version"], capture_output=True, text=True, timeout=10
         ).stdout.strip()
-        package = AEDES_PREFIX / "node_modules" / "aedes" / "package.json"
-        if package.exists():
-            found["aedes"] = json.loads(package.read_text()).get("version")
+        found["aedes"] = aedes.installed_version()
     return found

@@ -10,11 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: rows carry ``repeat``; a ``summary`` list sits beside ``results``
 ERROR_KEYS = ("lost", "duplicated", "reordered", "disconnects")
 COMMON_KEYS = (
     "msgs_per_s",  # messages delivered to subscribers per wall-clock second
-    "msgs_per_cpu_s",  # messages delivered per second of broker CPU (utime + stime)
+    "msgs_per_cpu_s",  # messages delivered per second of broker CPU (its whole process tree)
     "cpu_us_per_msg",  # the inverse, in microseconds
     "broker_cpu_s",
     "broker_rss_bytes",
@@ -33,10 +33,12 @@ SCENARIO_KEYS = {
         "cap_hit",
         "connect_s",
         "connects_per_s",
+        "connects_per_cpu_s",  # connections accepted per broker CPU-second over the connect phase
         "handshake_us",
         "rss_per_conn_bytes",
     ),
     "qos1": ("acked", "unacked", "puback_rtt_us"),
+    "qos1-persist": ("acked", "unacked", "puback_rtt_us"),
     "idle-scaling": ("idle_requested", "idle_connected", "cap_hit"),
 }
 STATUSES = ("ok", "not available", "failed", "capped")
@@ -90,8 +92,12 @@ def make_row(
     errors: Errors | None = None,
     status: str = "ok",
     note: str = "",
+    repeat: int = 0,
 ) -> dict[str, Any]:
-    """A results row with every common key present; unknown metric keys are a bug, so they raise."""
+    """A results row with every common key present; unknown metric keys are a bug, so they raise.
+
+    ``repeat`` numbers the runs of one (scenario run, target) pair under ``--repeat N`` from 0.
+    """
     metrics = metrics or {}
     allowed = set(COMMON_KEYS) | set(SCENARIO_KEYS.get(scenario, ()))
     unknown = set(metrics) - allowed
@@ -101,6 +107,7 @@ def make_row(
         "target": target,
         "scenario": scenario,
         "params": params,
+        "repeat": repeat,
         "status": status,
         "note": note,
     }
@@ -127,5 +134,6 @@ def error_total(row: dict[str, Any]) -> int:
 def run_key(row: dict[str, Any]) -> tuple[str, str]:
     """Rows of one scenario run that compare across targets share this key."""
     params = row["params"]
-    detail = params.get("load") or (f"idle={params['idle']}" if "idle" in params else "")
+    # idle-scaling rows also carry their paced pair's "load", the same at every idle count
+    detail = f"idle={params['idle']}" if "idle" in params else params.get("load", "")
     return row["scenario"], str(detail)

@@ -39,6 +39,7 @@ class SubscriberJob:
     publisher_ranges: tuple[tuple[int, int], ...]  # publisher ids of each publisher process
     quiet: float = 1.5  # while draining, give up after this long without a new message
     tag: str = "b"
+    clean_session: bool = True  # False: a persistent session (qos1-persist)
 
     @property
     def publishers(self) -> int:
@@ -88,8 +89,8 @@ class Subscriber:
         job = self.job
         base = job.process_index * job.streams
         greetings = [
-            connect_packet(f"{job.tag}-sub-{base + index}")
-            + subscribe_packet(job.layout.topic, job.layout.qos)
+            connect_packet(f"{job.tag}-sub-{base + index}", clean_session=job.clean_session)
+            + subscribe_packet(job.layout.topic, job.layout.qos)  # QoS 1 deliveries are PUBACKed
             for index in range(job.streams)
         ]
         report = ClientOpener(job.address, greetings, acks_expected=2).run()

@@ -1,8 +1,9 @@
 """Brokers under test as processes: discover them, start each on a free loopback port, stop it by pid.
 
-A broker's cost is read from ``/proc/PID/stat`` (utime + stime, all threads; resident pages), so
-it is the broker's own CPU time whatever else runs on the machine. Every broker we start gets
-RLIMIT_NOFILE raised to the hard limit and its own session, so a Ctrl-C reaches only us.
+A broker's cost is read from /proc (``proctree``: CPU over its whole process tree, resident
+pages of the main process), so it is the broker's own CPU time whatever else runs on the
+machine. Every broker we start gets RLIMIT_NOFILE raised to the hard limit and its own session,
+so a Ctrl-C reaches only us.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import importlib.util
 import os
 import resource
 import select
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,59 +25,15 @@ from pathlib import Path
 
 from servers.process import parse_listening, stop_process
 
+from .proctree import ProcessSample, sample_process
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROJECT_VARIANTS = ("select_srv", "poll_srv", "epoll_lt", "epoll_et", "threaded_boss_worker", "broker")
 REFERENCE_BROKERS = ("mosquitto", "amqtt", "aedes")
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 class BrokerFailed(RuntimeError):
     """A broker did not start, or died while it was being measured."""
-
-
-@dataclass(frozen=True)
-class ProcessSample:
-    cpu_seconds: float  # utime + stime over all threads, in CLOCK_TICKS units (10 ms)
-    rss_bytes: int
-    task_runtime_ns: dict[int, int] = field(default_factory=dict)  # per thread, from schedstat
-
-    def cpu_since(self, earlier: ProcessSample) -> float:
-        """CPU seconds used between two samples, to the nanosecond when no thread came or went.
-
-        ``/proc/PID/task/*/schedstat`` holds each thread's run time in ns, the same time that
-        utime + stime report in 10 ms ticks. A thread that exited takes its ns with it, so then
-        the tick figure (which keeps dead threads' time) is used instead.
-        """
-        ticks = self.cpu_seconds - earlier.cpu_seconds
-        if not earlier.task_runtime_ns or earlier.task_runtime_ns.keys() - self.task_runtime_ns.keys():
-            return ticks
-        precise = sum(self.task_runtime_ns.values()) - sum(earlier.task_runtime_ns.values())
-        return precise / 1e9 if abs(precise / 1e9 - ticks) < 0.05 + 0.05 * ticks else ticks
-
-
-def sample_process(pid: int) -> ProcessSample | None:
-    """Read a process's CPU time and resident size from /proc; None once it has gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat_file:
-            stat = stat_file.read()
-    except OSError:
-        return None
-    fields = stat[stat.rindex(b")") + 2 :].split()  # the command name may contain spaces
-    utime, stime, rss_pages = int(fields[11]), int(fields[12]), int(fields[21])
-    return ProcessSample((utime + stime) / CLOCK_TICKS, rss_pages * PAGE_SIZE, task_runtimes(pid))
-
-
-def task_runtimes(pid: int) -> dict[int, int]:
-    """Nanoseconds on CPU of each thread (first field of schedstat); empty where unavailable."""
-    runtimes = {}
-    try:
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/schedstat", "rb") as schedstat:
-                runtimes[int(task)] = int(schedstat.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return {}
-    return runtimes
 
 
 def raise_nofile_limit() -> None:
@@ -93,6 +51,7 @@ class Broker:
     process: subprocess.Popen[bytes] | None = None
     stderr_path: Path | None = None
     temp_paths: list[Path] = field(default_factory=list)
+    temp_dirs: list[Path] = field(default_factory=list)  # e.g. a persistence directory, removed on stop
     output_tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
 
     @property
@@ -119,6 +78,8 @@ class Broker:
         stop_process(self.process, grace)
         for path in [*self.temp_paths, *([self.stderr_path] if self.stderr_path else [])]:
             path.unlink(missing_ok=True)
+        for directory in self.temp_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
         return self.process.returncode
 
 
@@ -194,6 +155,13 @@ class Target:
     launch: Callable[[], Broker]
     available: bool = True
     reason: str = ""
+    # Starts the broker with persistence on (for qos1-persist); None where we cannot configure it.
+    launch_persistent: Callable[[], Broker] | None = None
+
+
+# The full broker reads mosquitto.conf. It gets the log settings of mosquitto's comparison config
+# (references.MOSQUITTO_CONFIG), so neither pays for connection log lines the other skips.
+FULL_BROKER_LOGGING = "log_type error\nlog_type warning\nconnection_messages false\n"
 
 
 def project_target(module: str, server_args: list[str]) -> Target:
@@ -201,7 +169,17 @@ def project_target(module: str, server_args: list[str]) -> Target:
 
     def launch() -> Broker:
         command = [sys.executable, "-m", f"servers.{module}", "--host", "127.0.0.1", "--port", "0"]
-        return await_listening(spawn(module, [*command, *server_args]))
+        config: Path | None = None
+        if module == "broker":
+            handle, name = tempfile.mkstemp(prefix="compare-broker-", suffix=".conf")
+            with os.fdopen(handle, "w") as file:
+                file.write(FULL_BROKER_LOGGING)
+            config = Path(name)
+            command += ["-c", name]  # explicit --host/--port win over the file
+        broker = spawn(module, [*command, *server_args])
+        if config is not None:
+            broker.temp_paths.append(config)  # stop() removes it, even when start-up fails
+        return await_listening(broker)
 
     available = _project_module_exists(module)
     return Target(module, "project", launch, available, "" if available else f"servers/{module}.py not found")

@@ -40,6 +40,7 @@ class FlowSpec:
     in_flight: int = 0  # QoS 1: unacknowledged PUBLISHes per publisher connection
     payload_size: int = 64
     batch: int = 256
+    clean_session: bool = True  # False: subscribers keep persistent sessions (qos1-persist)
 
     def params(self) -> dict[str, Any]:
         params = asdict(self)
@@ -96,7 +97,13 @@ class FlowRun:
                 f"subscriber-{index}",
                 subscriber.main,
                 subscriber.SubscriberJob(
-                    broker.address, index, stop - first, layout, tuple(self.publisher_ranges), tag=self.tag
+                    broker.address,
+                    index,
+                    stop - first,
+                    layout,
+                    tuple(self.publisher_ranges),
+                    tag=self.tag,
+                    clean_session=spec.clean_session,
                 ),
                 self.board,
             )

@@ -58,8 +58,9 @@ class PublishLayout:
         return struct.Struct(f"!{len(self.prefix)}x{packet_id}IQQ{padding}x")
 
 
-def connect_packet(client_id: str, keepalive: int = 900) -> bytes:
-    return encode(Connect(client_id, clean_session=True, keepalive=keepalive))
+def connect_packet(client_id: str, keepalive: int = 900, clean_session: bool = True) -> bytes:
+    """CONNECT; ``clean_session=False`` asks the broker to keep the session (and its QoS 1 queue)."""
+    return encode(Connect(client_id, clean_session=clean_session, keepalive=keepalive))
 
 
 def subscribe_packet(topic: bytes, qos: int = 0, packet_id: int = 1) -> bytes:
