@@ -346,9 +346,11 @@ class Connection:
         if packet_id == 0:
             raise ProtocolError("[MQTT-2.3.1-1]", "PUBLISH packet identifier must be non-zero")
         if qos == 1:
+            # The PUBACK is queued first, so the publisher's socket is flushed first: its round
+            # trip does not wait behind the writes (and the wake-ups) of the fan-out.
+            self.send(encode_puback(packet_id))
             if routed:
                 broker.publish(Message(topic, topic_bytes, payload, 1, bool(first & 1)), self)
-            self.send(encode_puback(packet_id))
             return None
         # QoS 2, method B: deliver on first receipt, remember the id until PUBREL [MQTT-4.3.3-2].
         if routed and session.receive_qos2(packet_id):
