@@ -5,8 +5,9 @@ A driver owns the sockets and calls this object; it never touches one itself:
     conn = broker.open(peer, tag=fd)   # per accepted socket
     conn.receive(data)                 # bytes read; may queue output on other connections
     for conn in broker.drain_dirty():  # connections with new output, or wanting to close
-        n = sock.send(conn.pending()); conn.sent(n)
-    broker.tick(now) -> deadline       # keepalive, $SYS; the driver's next wait timeout
+        n = os.write(conn.tag, conn.pending()); conn.sent(n)
+    if now >= broker.next_deadline:    # keepalive, $SYS: only once one is due
+        broker.tick(now)               # the driver's next wait timeout: next_deadline - now
 
 Hooks with plain data crossing them: ``policy`` (authentication, per-filter subscribe,
 publish, and a read check per delivery), ``store`` (durable state changes, see
