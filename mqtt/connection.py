@@ -157,7 +157,7 @@ class Connection:
             self.broker.publish(run.message(), self)
 
     def pending(self) -> bytes:
-        """Everything queued for this socket, joined into one buffer for one ``send``."""
+        """Everything queued for this socket, joined into one buffer for one ``write``."""
         out = self._out
         if not out:
             return b""
@@ -168,7 +168,7 @@ class Connection:
         return out[0]
 
     def pending_buffers(self, most: int = 1024) -> list[bytes]:
-        """The queued buffers as they are, for one scatter/gather ``sendmsg`` (at most IOV_MAX)."""
+        """The queued buffers as they are, for one scatter/gather ``writev`` (at most IOV_MAX)."""
         return self._out[:most] if self._out else []
 
     def sent(self, count: int, offered: int | None = None) -> None:
