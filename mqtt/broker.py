@@ -104,15 +104,12 @@ class Broker:
                 self._expire_or_reschedule(connection, now)  # type: ignore[arg-type]
             except Exception as error:  # the fault barrier: this connection's part of tick
                 self.contain(connection, error)  # type: ignore[arg-type]
-        next_deadline: float | None = self._deadlines.next_due()
-        if next_deadline == math.inf:
-            next_deadline = None
+        next_deadline = self._deadlines.next_due()  # infinity while no connection is timed
         if self.limits.session_expiry > 0:
             if now >= self._next_expiry_scan:
                 self._expire_sessions(now)
                 self._next_expiry_scan = now + min(60.0, self.limits.session_expiry / 4)
-            if next_deadline is None or self._next_expiry_scan < next_deadline:
-                next_deadline = self._next_expiry_scan
+            next_deadline = min(next_deadline, self._next_expiry_scan)
         if self.limits.sys_interval > 0:
             if now >= self._next_sys:
                 self._next_sys = now + self.limits.sys_interval
@@ -121,10 +118,9 @@ class Broker:
                         self.publish(message, None)
                 except Exception as error:  # no one connection to blame: count and report it
                     self.contain(None, error)
-            if next_deadline is None or self._next_sys < next_deadline:
-                next_deadline = self._next_sys
-        self.next_deadline = math.inf if next_deadline is None else next_deadline
-        return next_deadline
+            next_deadline = min(next_deadline, self._next_sys)
+        self.next_deadline = next_deadline
+        return None if next_deadline == math.inf else next_deadline
 
     def _expire_sessions(self, now: float) -> None:
         """Discard persistent sessions whose client has been away longer than session_expiry."""

@@ -11,7 +11,7 @@ left to decide; only an offline queue needs them one by one again (``singles``).
 
 from __future__ import annotations
 
-from .codec import encode_publish
+from .codec import Decoder, encode_publish
 
 
 class Message:
@@ -89,18 +89,9 @@ class MessageRun(Message):
 
     def singles(self) -> list[Message]:
         """The run as one Message per PUBLISH (for an offline session's queue)."""
-        frames, messages, pos = self.plain(), [], 0
-        while pos < len(frames):
-            length, shift, index = 0, 0, pos + 1
-            while True:  # the remaining length: at most four bytes, already checked on the way in
-                byte = frames[index]
-                length |= (byte & 0x7F) << shift
-                index += 1
-                shift += 7
-                if byte < 0x80:
-                    break
-            end = index + length
-            payload = frames[index + 2 + len(self.topic_bytes) : end]
-            messages.append(Message(self.topic, self.topic_bytes, payload, 0, False, frames[pos:end]))
-            pos = end
-        return messages
+        payload_offset = 2 + len(self.topic_bytes)  # after the topic field: QoS 0 has no packet id
+        topic, topic_bytes = self.topic, self.topic_bytes
+        return [
+            Message(topic, topic_bytes, frames[body + payload_offset : end], 0, False, frames[start:end])
+            for frames, start, body, end in Decoder().frames(self.plain())
+        ]
