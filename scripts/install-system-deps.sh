@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests drive: mosquitto (reference broker),
 # mosquitto-clients (mosquitto_sub/mosquitto_pub), libpcap0.8 (scapy's BPF filters),
-# strace (tests that assert the order of syscalls) and iproute2 (ss, for TCP states).
+# strace (tests that assert the order of syscalls), iproute2 (ss, for TCP states), iptables
+# (lab 11's firewall inside a network namespace) and gdb (lab 08's thread backtraces).
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 need=()
@@ -10,6 +11,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 ldconfig -p 2>/dev/null | grep -q 'libpcap\.so\.0\.8' || need+=(libpcap0.8)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+command -v iptables >/dev/null 2>&1 || [ -x /usr/sbin/iptables ] || need+=(iptables)
+command -v gdb >/dev/null 2>&1 || need+=(gdb)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "missing Debian packages: ${need[*]}" >&2
