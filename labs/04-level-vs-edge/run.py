@@ -19,7 +19,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+from grade import SKELETON, grade_student  # this lab's grader, beside this file
+
 from labs.bench.targets import Broker
+from labs.exercise import student_arguments
 from labs.lab import Lab, lab_arguments, running_server
 from mqtt.codec import Decoder, encode
 from mqtt.packets import Connack, Connect, Packet, Pingreq, Pingresp, Puback, Publish
@@ -231,7 +234,10 @@ def the_ready_lists(lab: Lab) -> None:
 
 def main() -> int:
     parser = lab_arguments(__doc__.splitlines()[0])
-    parser.parse_args()
+    student_arguments(parser, SKELETON)
+    arguments = parser.parse_args()
+    if arguments.student:
+        return grade_student(Path(arguments.student))
     lab = Lab("Lab 04: level- vs edge-triggered epoll")
     the_trap(lab)
     with_mosquitto_pub(lab)

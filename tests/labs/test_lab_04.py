@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.labs.lab_runner import assert_quick_run_passes, skip_without
+from tests.labs.lab_runner import assert_quick_run_passes, run_lab, skip_without
 
 EXPECTED_PASSES = [
     "ET + read-once: no PUBACK within",
@@ -20,3 +20,20 @@ EXPECTED_PASSES = [
 def test_lab_04_runs_quick_and_every_self_check_passes() -> None:
     skip_without("mosquitto_pub")
     assert_quick_run_passes("04-level-vs-edge", EXPECTED_PASSES)
+
+
+def test_lab_04_exercise_skeleton_fails_at_the_drain_stage_and_points_at_its_todo() -> None:
+    completed = run_lab("04-level-vs-edge", "--student")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert "passed stage 2/4  CONNECT gets a CONNACK" in output
+    assert "FAILED at stage 3/4" in output
+    assert "unread bytes on the server's socket (Recv-Q)" in output  # what the kernel held, measured
+    assert "exercise/my_server.py:" in output and "TODO(drain)" in output
+
+
+def test_lab_04_exercise_reference_passes_every_stage() -> None:
+    completed = run_lab("04-level-vs-edge", "--student", "labs/04-level-vs-edge/exercise/solution.py")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "all 4 stages passed" in output
