@@ -1,7 +1,7 @@
 """Benchmark: one sock_diag poll of a busy port, the query the TUI's TCP-state view runs.
 
 Opens a listener and N loopback connections in this process (2N + 1 sockets on the port),
-then times ``tcp_sockets(port)``. DESIGN.md's figure is about 8 ms at 10,000 sockets.
+then times ``tcp_sockets(port)``. docs/design.md's figure is about 8 ms at 10,000 sockets.
 Run: ``python -m tests.bench.bench_sock_diag --connections 5000`` (needs 2N + 10 fds).
 """
 

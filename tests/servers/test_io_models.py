@@ -1,4 +1,4 @@
-"""What each I/O model does at its edges, seen from outside: the ET trap (SEED-NOTES §9),
+"""What each I/O model does at its edges, seen from outside: the ET trap (field notes §9),
 select's FD_SETSIZE, and the EMFILE guard at a tiny ``ulimit -n``.
 
 Every test starts its own server with the flags it needs. The 2,000-connection test for the
@@ -32,7 +32,7 @@ if "threaded_boss_worker" in available_variants():
 
 STALL_WINDOW = 1.5  # seconds: a reply on loopback takes well under a millisecond
 
-# -- the edge-triggered trap (SEED-NOTES §9) ------------------------------------------------
+# -- the edge-triggered trap (field notes §9) ------------------------------------------------
 
 
 def send_two_kilobyte_request(clients: Clients) -> RawClient:
