@@ -1,4 +1,4 @@
-"""The notes' boss/worker C server, flaws included: ``threaded_boss_worker --naive`` runs this.
+"""The notes' boss/worker C server, flaws included: ``--naive`` keeps its shape, ``--blocking`` its failure.
 
 The boss waits for readable sockets and, holding the one mutex (also across ``accept``),
 pushes them onto a bounded queue; a condition variable wakes a worker. The worker takes the
@@ -6,11 +6,16 @@ same mutex, dequeues, does the ``recv`` and handles the packets before it lets g
 one thread does I/O at a time and the others queue on the mutex. Telemetry's ``lock`` events
 show it: hold times include the ``recv`` (``across_recv`` is true).
 
-Two differences from the C original, both noted where they happen: its recv was blocking
-(here the socket is non-blocking, but epoll said it is readable, so recv returns at once
-either way), and it mixed up which condition variable means "not empty" and which "not
-full", which can leave a worker asleep with work queued. Here each is signalled correctly,
-so the lesson is the lock, not a hang.
+``--naive`` (``NaiveServer``) differs from the C original in two ways, both noted where they
+happen: its recv was blocking (here the socket is non-blocking, but epoll said it is
+readable, so recv returns at once either way), and it mixed up which condition variable
+means "not empty" and which "not full". Here each is signalled correctly, so the lesson is
+the lock's cost, not a hang.
+
+``--blocking`` (``BlockingServer``) keeps what makes the C server fail: blocking sockets, and
+each accepted socket pushed onto the queue at once, so a worker reads its first bytes with a
+blocking read while it holds the mutex. A client that connects and sends nothing stops every
+thread until it speaks, closes, or ``--connect-timeout`` passes (field notes §7).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import argparse
 import contextlib
 import functools
 import select
+import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -85,10 +92,7 @@ class NaiveServer(BaseServer):
                     if fd == self.listen_fd:
                         self.accept_one()
                         continue
-                    while len(self.ready_fds) >= self.queue_size:
-                        self.not_full.wait()
-                    self.ready_fds.append((fd, events))
-                    self.not_empty.notify()
+                    self.hand_off(fd, events)
                 self.report("boss", acquired - asked, time.monotonic() - acquired)
             if self.telemetry:
                 self.telemetry.flush()
@@ -106,18 +110,33 @@ class NaiveServer(BaseServer):
         asked = time.monotonic()
         with self.mutex:
             lock_wait = time.monotonic() - asked
-            while not self.ready_fds and not self.stopping:
-                self.not_empty.wait(timeout=0.5)  # releases the mutex while idle
-            if not self.ready_fds:
+            taken = self.take_ready()
+            if taken is None:
                 return
             acquired = time.monotonic()
-            fd, events = self.ready_fds.popleft()
-            self.not_full.notify()
+            fd, events = taken
             self.handle_ready([(fd, events)])  # FLAW: recv and packet handling with the mutex held
             self.flush_dirty()  # ... and every send too
             if fd in self.connections:
                 self.rearm(fd)
             self.report(name, lock_wait, time.monotonic() - acquired)
+
+    def hand_off(self, fd: int, events: int) -> None:
+        """Boss side, mutex held: queue a ready fd for the workers, waiting while the queue is full."""
+        while len(self.ready_fds) >= self.queue_size:
+            self.not_full.wait()
+        self.ready_fds.append((fd, events))
+        self.not_empty.notify()
+
+    def take_ready(self) -> tuple[int, int] | None:
+        """Worker side, mutex held: the next queued fd, or None after half a second without one."""
+        while not self.ready_fds and not self.stopping:
+            self.not_empty.wait(timeout=0.5)  # releases the mutex while idle
+        if not self.ready_fds:
+            return None
+        taken = self.ready_fds.popleft()
+        self.not_full.notify()
+        return taken
 
     def report(self, thread: str, wait_s: float, hold_s: float) -> None:
         if self.telemetry:
@@ -131,3 +150,94 @@ class NaiveServer(BaseServer):
                 worker.join(timeout=5)
         with self.mutex:
             super().shutdown()
+
+
+class BlockingServer(NaiveServer):
+    """``--blocking``: the C server's blocking reads and writes, and its queue of new sockets.
+
+    What the boss queues: an accepted socket at once (as the C boss did, before the client
+    has sent a byte), then, once that first read is done, the fd again each time epoll reports
+    it readable. Sockets stay in blocking mode, so a worker's read of a socket that has sent
+    nothing waits in the kernel, mutex held, and nobody else can take the mutex: not the other
+    workers, not the boss that would queue their sockets or run the timers.
+
+    One difference from the C boss, which slept in ``accept`` holding the mutex: with MQTT's
+    long-lived connections that would stop every worker until the next client arrived, so this
+    boss sleeps in ``epoll_wait`` without it and takes it for the ``accept`` (a blocking call
+    here too, which returns at once because epoll said a connection is waiting) and the push.
+    """
+
+    mode = "blocking"
+
+    def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
+        super().__init__(args, broker)
+        self.listener.setblocking(True)  # as in the C server; epoll says when accept will not wait
+        # Accepted and queued, not yet read, so not yet in the boss's epoll: a worker's first
+        # read of one of these is the read that can wait for ever.
+        self.fresh: set[int] = set()
+        # The core's connect timeout is a timer the boss runs, and it cannot run while a worker
+        # sleeps in read holding the mutex: the kernel enforces it instead (SO_RCVTIMEO).
+        seconds = args.connect_timeout if 0 < args.connect_timeout < 1e9 else 0.0  # 0: no timeout
+        self.receive_timeout = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
+
+    def add_connection(self, sock: socket.socket, peer: str) -> int:
+        """Boss side, mutex held: open the connection in the core and queue the socket at once."""
+        sock.setblocking(True)  # every read and write waits until it can be done
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, self.receive_timeout)
+        fd = sock.detach()
+        self.connections[fd] = self.broker.open(peer, tag=fd)
+        self.fresh.add(fd)
+        if self.telemetry:
+            self.telemetry.emit("accept", fd=fd, peer=peer)
+        self.hand_off(fd, select.EPOLLIN)  # FLAW: queued before it has sent a byte
+        return fd
+
+    # FLAW 3, kept: the C code's names say the opposite of what they wait for. The boss waits on
+    # ``not_empty`` for room and signals ``not_full`` for work; the workers do the reverse. Each
+    # wait is paired with the signal that wakes it, so the mix-up costs the reader, not a hang.
+    def hand_off(self, fd: int, events: int) -> None:
+        while len(self.ready_fds) >= self.queue_size:
+            self.not_empty.wait()
+        self.ready_fds.append((fd, events))
+        self.not_full.notify()
+
+    def take_ready(self) -> tuple[int, int] | None:
+        while not self.ready_fds and not self.stopping:
+            self.not_full.wait(timeout=0.5)
+        if not self.ready_fds:
+            return None
+        taken = self.ready_fds.popleft()
+        self.not_empty.notify()
+        return taken
+
+    def on_readable(self, fd: int) -> None:
+        """FLAW 2: a blocking read, mutex held. A new socket's first read waits for its first bytes."""
+        if self.read_once(fd) == 0 and fd in self.fresh:
+            # EAGAIN from a blocking socket: SO_RCVTIMEO ran out before the client sent a byte.
+            self.close_connection(fd, f"no CONNECT within {self.args.connect_timeout:g} s")
+
+    def rearm(self, fd: int) -> None:
+        """After its first read a new socket joins the boss's epoll; the others are re-armed."""
+        if fd in self.fresh:
+            self.fresh.discard(fd)
+            flags = CLIENT_FLAGS | select.EPOLLOUT if fd in self.writing else CLIENT_FLAGS
+            with contextlib.suppress(OSError):
+                self.epoll.register(fd, flags)
+            return
+        super().rearm(fd)
+
+    def close_connection(self, fd: int, reason: str) -> None:
+        self.fresh.discard(fd)
+        super().close_connection(fd, reason)
+
+    def shutdown(self) -> None:
+        self.stopping = True
+        for fd in list(self.fresh):
+            # A worker may be asleep in read on it, mutex held: end that read (it returns 0).
+            with contextlib.suppress(OSError):
+                view = socket.socket(fileno=fd)
+                try:
+                    view.shutdown(socket.SHUT_RD)
+                finally:
+                    view.detach()
+        super().shutdown()

@@ -9,7 +9,9 @@ makes another worker's connection dirty; then the worker pokes that worker's eve
 only a socket's owner writes to it.
 
 ``--naive`` runs the notes' flawed C server instead (see naive_boss_worker.py): one mutex
-held across ``accept`` and across every worker's ``recv`` and packet handling.
+held across ``accept`` and across every worker's ``recv`` and packet handling. ``--blocking``
+runs it with blocking sockets, as the C server had them: one client that connects and says
+nothing stops every thread.
 
 Under CPython's GIL, threads overlap only inside syscalls, so neither model beats the
 single-threaded loop; with the lock on top, that is the notes' case for one thread "like redis".
@@ -31,7 +33,7 @@ from mqtt.connection import Connection
 
 from .common import BaseServer, main
 from .loop import Loop
-from .naive_boss_worker import NaiveServer
+from .naive_boss_worker import BlockingServer, NaiveServer
 from .threading_tools import NamedThread, TimedLock, name_this_thread, start_named
 
 WAKE_INTERVAL = 0.5  # seconds; a worker's longest sleep, so a missed poke cannot stall it for long
@@ -140,7 +142,12 @@ class ThreadedServer(BaseServer):
             "--naive", action="store_true", help="the notes' flawed model (naive_boss_worker.py)"
         )
         parser.add_argument(
-            "--queue-size", type=int, default=64, help="--naive: bound of the shared fd queue"
+            "--blocking",
+            action="store_true",
+            help="the notes' model with blocking reads under the mutex: a silent client stalls all",
+        )
+        parser.add_argument(
+            "--queue-size", type=int, default=64, help="--naive/--blocking: bound of the shared fd queue"
         )
 
     def __init__(self, args: argparse.Namespace, broker: Broker | None = None) -> None:
@@ -211,6 +218,8 @@ class ThreadedServer(BaseServer):
 
 
 def pick_model(args: argparse.Namespace) -> type[BaseServer]:
+    if args.blocking:
+        return BlockingServer
     return NaiveServer if args.naive else ThreadedServer
 
 
