@@ -98,7 +98,8 @@ def variant_of(pid: int) -> str:
     modules = [arguments[index + 1] for index, flag in enumerate(arguments[:-1]) if flag == "-m"]
     ours = [module.removeprefix("servers.") for module in modules if module.startswith("servers.")]
     variant = ours[0] if ours else ""
-    return f"{variant} --naive" if variant and "--naive" in arguments else variant
+    switches = [flag for flag in ("--naive", "--blocking") if flag in arguments]
+    return " ".join([variant, *switches]) if variant else variant
 
 
 def listening_inodes(port: int) -> set[int]:

@@ -13,17 +13,20 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.servers import ROOT, ServerProcess
 from tests.support.waiting import wait_until
 from tui.launch import find_server_pid, listening_inodes, variant_of
 
 
-def test_attach_finds_the_server_pid_and_variant_from_its_port() -> None:
-    server = ServerProcess("threaded_boss_worker", "--naive")
+@pytest.mark.parametrize("switch", ["--naive", "--blocking"])
+def test_attach_finds_the_server_pid_and_variant_from_its_port(switch: str) -> None:
+    server = ServerProcess("threaded_boss_worker", switch)
     try:
         assert listening_inodes(server.port)
         assert find_server_pid(server.port) == server.pid
-        assert variant_of(server.pid) == "threaded_boss_worker --naive"
+        assert variant_of(server.pid) == f"threaded_boss_worker {switch}"
     finally:
         server.stop()
 
