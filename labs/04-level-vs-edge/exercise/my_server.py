@@ -103,8 +103,8 @@ class EdgeTriggeredServer:
         for connection in self.broker.drain_dirty():
             fd = connection.tag
             client = self.sockets.get(fd)
-            if client is None:
-                continue
+            if client is None or self.connections.get(fd) is not connection:
+                continue  # closed this turn: its fd number may already be a new client's
             data = connection.pending()
             if data:
                 try:
