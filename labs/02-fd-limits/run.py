@@ -1,34 +1,35 @@
 """Lab 02: every connection costs a file descriptor; see the limits, hit one, and survive it.
 
-SEED-NOTES §4: ``ulimit -n`` caps one process, ``/proc/sys/fs/file-max`` the whole system
-(about 100k per GB of RAM). A server raises its soft limit to the hard one at start, and when
-accept() still fails with EMFILE, the spare-fd guard refuses the client instead of spinning.
+Field notes §4: ``ulimit -n`` caps one process, ``/proc/sys/fs/file-max`` the whole system
+(about 100k per GB of RAM). The kernel's rules are measured in throwaway children; a server
+raises its soft limit to the hard one at start, and when accept() still fails with EMFILE,
+the spare-fd guard refuses the client instead of spinning.
 """
 
 from __future__ import annotations
 
-import errno
-import multiprocessing
 import os
 import resource
-import select
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
 
 # The folder name has dashes, so this file runs as a script, not a module: put the repo root
 # on sys.path so that ``labs``, ``mqtt`` and ``servers`` import from this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+import probes  # this lab's kernel experiments, beside this file
+from grade import SKELETON, grade_student  # this lab's grader, beside this file
+from spin import spinning  # the unguarded loop, beside this file (lab 05 runs it too)
+from watch import usage_of  # CPU split and sleeps from /proc, beside this file
 
 from labs.bench.clients import ClientOpener, close_all
-from labs.bench.targets import REPO_ROOT, Broker, await_listening, sample_process
+from labs.bench.targets import REPO_ROOT, Broker, await_listening
 from labs.bench.wire import connect_packet, subscribe_packet
+from labs.exercise import student_arguments
 from labs.lab import Lab, lab_arguments
 from mqtt.codec import Decoder, encode
 from mqtt.packets import Publish
@@ -38,6 +39,7 @@ from tui.sources.tcp_states import tcp_sockets
 LOW_LIMIT = 64  # RLIMIT_NOFILE, soft and hard, for the server that runs out
 TOPIC = "lab02/still-here"
 KNOCK_INTERVAL = 0.2  # seconds between extra clients during the CPU window
+HANDLES = 2_000  # files opened (then dup()ed) to watch file-nr move
 
 
 def limits_line(pid: int) -> str:
@@ -50,6 +52,17 @@ def limits_line(pid: int) -> str:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int, wanted: int, timeout: float = 2.0) -> int:
+    """The server's fd count once it reaches ``wanted`` (or after ``timeout``).
+
+    A refused client hears its reset while the server is still putting its spare fd back.
+    """
+    deadline = time.monotonic() + timeout
+    while (count := open_fds(pid)) != wanted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return count
 
 
 def fd_role(fd: int, target: str, listen_inode: int) -> str:
@@ -96,17 +109,50 @@ def show_limits(lab: Lab) -> None:
     lab.say(f"$ ulimit -n    → {soft}")
     lab.say(f"$ ulimit -Hn   → {hard}")
     lab.say(f"$ ulimit -u    → {'unlimited' if processes == resource.RLIM_INFINITY else processes}")
-    nr_open = int(Path("/proc/sys/fs/nr_open").read_text())
-    lab.say(f"$ cat /proc/sys/fs/nr_open   → {nr_open:,}  (the most any hard limit may be raised to)")
-    enough = "enough" if hard >= 15_100 else "not enough (raise it as root)"
-    lab.say(f"the notes raised -n and -u to 12,000; a hard limit of {hard:,} is {enough} for lab 05's broker")
-    lab.check(soft <= hard <= nr_open, "soft ≤ hard ≤ nr_open: anyone may raise soft up to hard")
+    lab.say(f"$ cat /proc/sys/fs/nr_open   → {probes.nr_open():,}  (the most any hard limit may be)")
+    enough = "enough" if hard >= 15_100 else "not enough for lab 05 (raise it)"
+    lab.say(f"the notes raised -n and -u to 12,000; a hard limit of {hard:,} is {enough}")
+
+
+def enforce_limits(lab: Lab) -> None:
+    lab.step(f"What the kernel enforces, tried in throwaway child processes (ulimit -n {LOW_LIMIT} first).")
+    emfile = probes.in_child(lambda: probes.until_emfile(LOW_LIMIT))
+    lab.say(
+        f"child: ulimit -n {LOW_LIMIT}; it held {emfile.get('already')} fds, opened "
+        f"{emfile.get('opened')} more, then open() failed: {emfile.get('errno')}"
+    )
+    lab.say(f"  open fds then: {emfile.get('open')}, highest fd number {emfile.get('top')}")
+    lab.check(
+        emfile.get("errno") == "EMFILE"
+        and emfile.get("open") == LOW_LIMIT
+        and emfile.get("top") == LOW_LIMIT - 1,
+        f"at ulimit -n {LOW_LIMIT}, open() fails with EMFILE once fds 0-{LOW_LIMIT - 1} are all open",
+    )
+    above = probes.in_child(probes.soft_above_hard)
+    lab.say(f"child: setrlimit(NOFILE, soft = hard + 1) → {above.get('result')}")
+    lab.check(above.get("result") == "EINVAL", "the soft limit may not exceed the hard one: EINVAL")
+    privileged = probes.has_cap_sys_resource()
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    back = probes.in_child(lambda: probes.lower_then_raise_hard(hard // 2))
+    lab.say(
+        f"this process has CAP_SYS_RESOURCE: {'yes' if privileged else 'no'} (CapEff in /proc/self/status)"
+    )
+    lab.say(
+        f"child: hard {hard:,} → {hard // 2:,}: {back.get('lower')}; back to {hard:,}: {back.get('raise')}"
+    )
+    expected = "ok" if privileged else "EPERM"
+    lab.check(
+        back.get("lower") == "ok" and back.get("raise") == expected,
+        f"lowering the hard limit is one-way without CAP_SYS_RESOURCE (here: raising it back → {expected})",
+    )
+    ceiling = probes.in_child(probes.above_nr_open)
+    lab.say(f"child: hard = nr_open + 1 = {probes.nr_open() + 1:,} → {ceiling.get('result')}")
+    lab.check(ceiling.get("result") == "EPERM", "no hard limit above nr_open, whoever asks: EPERM")
 
 
 def show_system(lab: Lab) -> None:
     lab.step("The system-wide ceiling: /proc/sys/fs/file-max and /proc/sys/fs/file-nr.")
     file_max = int(Path("/proc/sys/fs/file-max").read_text())
-    allocated, _unused, _maximum = (int(field) for field in Path("/proc/sys/fs/file-nr").read_text().split())
     mem_kib = next(
         int(line.split()[1])
         for line in Path("/proc/meminfo").read_text().splitlines()
@@ -114,7 +160,9 @@ def show_system(lab: Lab) -> None:
     )
     gib = mem_kib / 2**20
     lab.say(f"$ cat /proc/sys/fs/file-max  → {file_max:,}")
-    lab.say(f"$ cat /proc/sys/fs/file-nr   → {allocated:,} open file handles, system-wide, right now")
+    lab.say(
+        f"$ cat /proc/sys/fs/file-nr   → {probes.file_handles():,} open file handles, system-wide, right now"
+    )
     lab.say(f"MemTotal {mem_kib:,} KiB = {gib:.1f} GiB → file-max per GiB: {file_max / gib:,.0f}")
     # fs/file_table.c, files_maxfiles_init(): at boot, file-max = RAM in KiB / 10, i.e. about
     # 105k per GiB: the notes' "about 100k per GB".
@@ -126,7 +174,16 @@ def show_system(lab: Lab) -> None:
         f"the notes' rule, 100k per GB → {gib * 100_000:,.0f}; the kernel's RAM-KiB/10 → {boot_default:,}"
     )
     lab.say(f"so this machine's file-max is {verdict}")
-    lab.check(allocated < file_max, "the whole system uses fewer file handles than file-max allows")
+    opened, duplicated = probes.handles_added(HANDLES)
+    lab.say(
+        f"open() {HANDLES:,} files → file-nr {opened:+,}; "
+        f"dup() one fd {HANDLES:,} times → file-nr {duplicated:+,}"
+    )
+    # Other processes open and close files meanwhile: a 10% margin either way.
+    lab.check(
+        abs(opened - HANDLES) <= HANDLES // 10 and abs(duplicated) <= HANDLES // 10,
+        "file-nr counts file handles: one per open(), none per dup() of the same file",
+    )
 
 
 def show_raise(lab: Lab) -> None:
@@ -162,7 +219,8 @@ def fill_server(lab: Lab, server: Broker, clients: int) -> list[socket.socket]:
     lab.say(f"connected {clients} clients: {len(kept)} kept, {clients - len(kept)} refused")
     for reason, count in report.failures.items():
         lab.say(f"  refused: {count} × {reason}")
-    lab.say(f"$ ls /proc/{server.pid}/fd | wc -l   → {open_fds(server.pid)}  (the limit is {LOW_LIMIT})")
+    held = settled_fds(pid, LOW_LIMIT)
+    lab.say(f"$ ls /proc/{pid}/fd | wc -l   → {held}  (the limit is {LOW_LIMIT})")
     return kept
 
 
@@ -194,23 +252,23 @@ def knock(address: tuple[str, int]) -> bool:
             return False
 
 
-def idle_window(lab: Lab, server: Broker, reader: TelemetryReader, seconds: float) -> tuple[float, int]:
-    """Knock every KNOCK_INTERVAL for ``seconds``; the server's CPU seconds and wait calls meanwhile."""
+def idle_window(lab: Lab, server: Broker, reader: TelemetryReader, seconds: float) -> tuple[int, int]:
+    """Knock every KNOCK_INTERVAL for ``seconds``; the knocks and the server's wait calls meanwhile."""
+    pid = server.pid or 0
     reader.read()  # drop what came before the window
-    before = sample_process(server.pid or 0)
+    before = usage_of(pid)
     knocks = closed = 0
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         knocks += 1
         closed += knock(server.address)
         time.sleep(KNOCK_INTERVAL)
-    after = sample_process(server.pid or 0)
+    used = usage_of(pid).since(before)
     waits = sum(1 for event in reader.read() if event["k"] == "wait")
-    cpu = after.cpu_since(before) if before and after else float("nan")
     lab.say(f"{knocks} more clients knocked in {seconds:.0f} s; the server closed {closed} of them")
-    lab.say(f"server CPU (utime+stime) over the window: {cpu:.3f} s = {100 * cpu / seconds:.1f}% of one core")
+    lab.say(f"server CPU (utime+stime from /proc) over the window: {used.describe(seconds)}")
     lab.say(f"epoll_wait calls in the window (from --telemetry): {waits}")
-    return cpu, waits
+    return knocks, waits
 
 
 def still_served(lab: Lab, kept: list[socket.socket]) -> bool:
@@ -236,8 +294,8 @@ def still_served(lab: Lab, kept: list[socket.socket]) -> bool:
     return received == len(kept)
 
 
-def at_the_limit(lab: Lab, clients: int, window: float) -> int:
-    """Steps 4-6: the guarded server at RLIMIT_NOFILE 64; returns its wait calls in the window."""
+def at_the_limit(lab: Lab, clients: int, window: float) -> float:
+    """Steps 5-7: the guarded server at RLIMIT_NOFILE 64; returns its wait calls per second at the limit."""
     lab.step(f"Start epoll_lt with ulimit -n {LOW_LIMIT} (soft and hard), and connect {clients} clients.")
     lab.say(f"$ (ulimit -n {LOW_LIMIT}; .venv/bin/python -m servers.epoll_lt --port 0 --telemetry) &")
     server = start_server("epoll_lt", LOW_LIMIT, LOW_LIMIT, "--telemetry")
@@ -245,20 +303,26 @@ def at_the_limit(lab: Lab, clients: int, window: float) -> int:
     reader = TelemetryReader(server.address[1])
     try:
         kept = fill_server(lab, server, clients)
+        held = settled_fds(server.pid or 0, LOW_LIMIT)
         logged = refusals_logged(server, clients - len(kept))
         lab.say("the server's log (stderr):")
         if logged:
             lab.say(f"  {logged[0].split(' ', 2)[2]}")
             lab.say(f"  ... {len(logged)} such lines in all")
-        lab.check(len(kept) + len(logged) == clients, "every client beyond the limit was refused, none lost")
+        lab.check(
+            held == LOW_LIMIT and logged and len(kept) + len(logged) == clients,
+            f"its fd table full ({held} of {LOW_LIMIT}), every other client was refused, none lost",
+        )
         lab.check(any("raise ulimit -n" in line for line in logged), "the log says why: 'raise ulimit -n'")
 
         lab.step(f"Keep knocking for {window:.0f} s at the limit: does the server spin?")
-        cpu, waits = idle_window(lab, server, reader, window)
-        # A CPU threshold, kept for its margin: the guarded server used 0.2% of a core here (10
-        # knocks), a spinning one takes all the CPU it gets, still about two thirds of a core with
-        # two busy loops beside it on two cores. 15% sits 75x above the one, 4x below the other.
-        lab.check(cpu < 0.15 * window, "at the limit the server stays near idle (< 15% of one core)")
+        knocks, waits = idle_window(lab, server, reader, window)
+        # A count, not a time: the guarded loop wakes for a knock's connection and its close,
+        # a spinning one hundreds of thousands of times a second.
+        lab.check(
+            waits <= 3 * knocks + 5,
+            f"at the limit the loop sleeps: {waits} waits for {knocks} knocks (≤ 3 each + 5)",
+        )
 
         lab.step("The clients it kept are still served: publish from one, all receive.")
         lab.check(still_served(lab, kept), "clients connected before the limit still publish and receive")
@@ -266,84 +330,50 @@ def at_the_limit(lab: Lab, clients: int, window: float) -> int:
         close_all(kept)
         reader.close()
         server.stop()
-    return waits
+    return waits / window
 
 
-def unguarded_lt_loop(channel: Connection, seconds: float) -> None:
-    """A level-triggered accept loop without the spare fd, run in a child at its fd limit."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=16)
-    listener.setblocking(False)
-    epoll = select.epoll()
-    epoll.register(listener.fileno(), select.EPOLLIN)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (LOW_LIMIT, LOW_LIMIT))
-    hoard = []
-    while True:  # use every remaining descriptor, as a server full of clients has
-        try:
-            hoard.append(os.open("/dev/null", os.O_RDONLY))
-        except OSError:
-            break
-    channel.send(listener.getsockname()[1])
-    channel.recv()  # the parent has connected a client: it waits in the listen backlog
-    wakeups = failures = 0
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        epoll.poll(1.0)  # LT: the listener is readable while the backlog is not empty...
-        wakeups += 1
-        try:
-            listener.accept()
-        except OSError as error:  # ...and accept() can never empty it: EMFILE, every time
-            failures += error.errno == errno.EMFILE
-    channel.send((wakeups, failures))
-
-
-def receive(channel: Connection, timeout: float) -> Any:
-    """The child's next message, or an error rather than a hang if it died."""
-    if not channel.poll(timeout):
-        raise RuntimeError(f"the unguarded loop sent nothing within {timeout:.0f} s")
-    return channel.recv()
-
-
-def spin_demo(lab: Lab, seconds: float, guarded_waits: int) -> None:
+def spin_demo(lab: Lab, seconds: float, guarded_rate: float) -> None:
     lab.step("The same situation without the spare fd: a bare LT accept loop at its fd limit.")
-    context = multiprocessing.get_context("spawn")
-    parent_end, child_end = context.Pipe()
-    child = context.Process(target=unguarded_lt_loop, args=(child_end, seconds), daemon=True)
-    child.start()
-    try:
-        port = receive(parent_end, 10.0)
-        client = socket.create_connection(("127.0.0.1", port))
-        before = sample_process(child.pid or 0)
-        parent_end.send("go")
-        wakeups, failures = receive(parent_end, seconds + 10.0)
-        after = sample_process(child.pid or 0)
-        client.close()
-    finally:
-        child.join(3)
-        if child.is_alive():
-            child.terminate()  # by its own pid
-    cpu = after.cpu_since(before) if before and after else float("nan")
-    lab.say(f"one client waiting in the backlog; in {seconds:.0f} s the loop woke {wakeups:,} times,")
-    lab.say(f"accept() failed with EMFILE {failures:,} times; it used {100 * cpu / seconds:.0f}% of one core")
-    # Counts of wait calls, not times; though a spin's count grows with the CPU it gets, it woke
-    # about 470,000 times a second here against the guarded server's one per knock: a 100x
-    # threshold still holds at 1% of a core.
+    lab.say(f"$ .venv/bin/python labs/02-fd-limits/spin.py --nofile {LOW_LIMIT} &   # then connect once")
+    with spinning(LOW_LIMIT) as spinner:
+        first, before = spinner.counts(), usage_of(spinner.pid)
+        started = time.monotonic()
+        time.sleep(seconds)
+        last, used = spinner.counts(), usage_of(spinner.pid).since(before)
+        elapsed = time.monotonic() - started
+    wakeups = last["wakeups"] - first["wakeups"]
+    failures = last["emfile"] - first["emfile"]
+    lab.say(f"its fd table: {last['fds_open']} of {LOW_LIMIT}; one client waiting in the listen queue")
+    lab.say(
+        f"in {elapsed:.1f} s: epoll_wait returned {wakeups:,} times, "
+        f"accept() failed with EMFILE {failures:,} times"
+    )
+    lab.say(f"CPU: {used.describe(elapsed)}; it slept {used.voluntary_switches} times")
+    rate = wakeups / elapsed
+    # Counts of wait calls, not times: a spin's count grows with the CPU it gets, but it woke
+    # about 340,000 times a second here against the guarded server's few: 100x holds at 1% of a core.
     lab.check(
-        wakeups > 100 * max(1, guarded_waits),
-        f"unguarded: {wakeups:,} wake-ups vs {guarded_waits} for the guarded server",
+        rate > 100 * max(1.0, guarded_rate),
+        f"unguarded: {rate:,.0f} wake-ups a second vs {guarded_rate:.1f} for the guarded server",
     )
 
 
 def main() -> int:
     parser = lab_arguments(__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100, help=f"clients to throw at ulimit -n {LOW_LIMIT}")
+    student_arguments(parser, SKELETON)
     args = parser.parse_args()
+    if args.student:
+        return grade_student(Path(args.student))
     window = 2.0 if args.quick else 5.0
     lab = Lab("Lab 02: file-descriptor limits and the EMFILE guard")
     show_limits(lab)
+    enforce_limits(lab)
     show_system(lab)
     show_raise(lab)
-    guarded_waits = at_the_limit(lab, args.clients, window)
-    spin_demo(lab, 1.0 if args.quick else 2.0, guarded_waits)
+    guarded_rate = at_the_limit(lab, args.clients, window)
+    spin_demo(lab, 1.0 if args.quick else 2.0, guarded_rate)
     return lab.finish()
 
 

@@ -1,38 +1,37 @@
 """Lab 05: hold ten thousand idle MQTT connections on one epoll loop, count them, reach them all.
 
-SEED-NOTES §5: a shell loop of ``mosquitto_sub -t hello/world -k 900`` clients, counted with
+Field notes §5: a shell loop of ``mosquitto_sub -t hello/world -k 900`` clients, counted with
 ``netstat | awk``. Here the clients are raw sockets in a few child processes (the fd limit is
 per process), the states come from the kernel's sock_diag, and one PUBLISH must reach them all.
+Then the notes' 100% of a core at idle, with both suspects measured side by side (suspects.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing
-import signal
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 # The folder name has dashes, so this file runs as a script, not a module: put the repo root
 # on sys.path so that ``labs`` and ``tui`` import from this checkout (and from the holder
-# processes, which are spawned and re-import this file).
+# processes, which are spawned and re-import this file), and lab 02's folder for its spinning
+# loop and its view of a process from outside.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "02-fd-limits"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from rich.markup import escape
+from crowd import FinalPublisher, crowd  # beside this file
 from rich.table import Table
+from suspects import Row, compare, measure, the_suspects  # beside this file
 
-from labs.bench.clients import ClientOpener, close_all, run_tag
 from labs.bench.connections import PER_HOLDER, Holders
 from labs.bench.progress import NullUi
-from labs.bench.targets import Broker, sample_process
-from labs.bench.wire import BatchBuilder, PublishLayout, connect_packet
-from labs.lab import Lab, console, lab_arguments, running_server
+from labs.bench.targets import Broker
+from labs.lab import Lab, console, lab_arguments
 from tui.sources.tcp_states import state_counts, tcp_sockets
 
-TOPIC = b"hello/world"
 IDLE_WINDOW = 2.0  # seconds of broker CPU measured with every client connected and silent
 NETSTAT_ONE_LINER = "netstat -na | awk '/^tcp/ {++S[$NF]} END {for(a in S) print a, S[a]}'"
 # Today's tool, filtered to this lab's port in the kernel; awk counts the first column (State).
@@ -50,77 +49,27 @@ def vm_rss_kib(pid: int) -> int:
     return 0
 
 
-class FinalPublisher:
-    """One client, connected before the crowd, that publishes a single message to hello/world.
-
-    The payload is the benchmark's (publisher 0, sequence 0, send time), so each holder process
-    can check cheaply that every one of its clients got exactly one copy.
-    """
-
-    def __init__(self, broker: Broker, tag: str) -> None:
-        report = ClientOpener(broker.address, [connect_packet(f"{tag}-publisher")], 1).run()
-        if not report.opened:
-            raise RuntimeError(f"the publisher could not connect: {dict(report.failures)}")
-        self.sock = report.opened[0]
-
-    def publish(self) -> None:
-        frame = BatchBuilder(PublishLayout(topic=TOPIC), 1).fill(0, 0, 1, time.monotonic_ns())
-        self.sock.setblocking(True)
-        self.sock.sendall(frame)
-
-    def close(self) -> None:
-        close_all([self.sock])
-
-
-def close_holders(holders: Holders) -> None:
-    """DISCONNECT and close every client; if the holders are already gone, just reap them."""
-    try:
-        holders.close()
-    except Exception:
-        holders.group.stop()  # each holder by its own pid
-
-
-@contextlib.contextmanager
-def sigint_deferred() -> Iterator[None]:
-    """Hold a Ctrl-C back while a process or socket is being acquired, so that its cleanup is
-    registered before the KeyboardInterrupt lands. (A Ctrl-C inside ``running_server``'s start-up
-    would otherwise leave the half-started broker running.) Processes started meanwhile inherit
-    the blocked SIGINT: they ignore the terminal's Ctrl-C and are stopped by this script instead.
-    """
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
-@contextlib.contextmanager
-def crowd(variant: str, clients: int) -> Iterator[tuple[Broker, Holders, FinalPublisher]]:
-    """A broker, holder processes for ``clients`` and the final publisher, all released on exit."""
-    with contextlib.ExitStack() as cleanup:
-        with sigint_deferred():
-            broker = cleanup.enter_context(running_server(variant))
-        tag = run_tag()
-        with sigint_deferred():
-            holders = Holders.start(broker, clients, TOPIC, tag)
-            cleanup.callback(close_holders, holders)
-        with sigint_deferred():
-            publisher = FinalPublisher(broker, tag)
-            cleanup.callback(publisher.close)
-        yield broker, holders, publisher
+def in_bash(command: str) -> list[str]:
+    """The output lines of ``bash -c COMMAND``: the one-liners run exactly as printed."""
+    output = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, check=False)
+    return output.stdout.splitlines()
 
 
 def show_states(lab: Lab, port: int) -> dict[str, int]:
     """The netstat|awk count for one port, by ss and by sock_diag; returns the server side's counts."""
-    lab.say("the notes counted every TCP socket on the machine:")
-    lab.say(escape(f"$ {NETSTAT_ONE_LINER}"))
+    lab.say("the notes counted every TCP socket on the machine (lab 05's, and any other):")
+    lab.say(f"$ {NETSTAT_ONE_LINER}")
+    if shutil.which("netstat"):
+        for line in sorted(in_bash(NETSTAT_ONE_LINER)):
+            lab.say(f"  {line}")
+    else:
+        lab.say("  (netstat is not installed here: Debian's net-tools package has it)")
     lab.say("the same count with ss, filtered to this port in the kernel:")
     one_liner = SS_ONE_LINER.format(port=port)
     command, counter = one_liner.split(" | ", 1)
-    lab.say(f"$ {command} \\")  # not escape()d: that would double the trailing backslash
-    lab.say(escape(f"      | {counter}"))
-    output = subprocess.run(one_liner, shell=True, capture_output=True, text=True, timeout=60, check=False)
-    for line in sorted(output.stdout.splitlines()):
+    lab.say(f"$ {command} \\")  # a backslash-newline: both lines paste into bash as one command
+    lab.say(f"      | {counter}")
+    for line in sorted(in_bash(one_liner)):
         lab.say(f"  {line}")
     started = time.monotonic()
     sockets = tcp_sockets(port)
@@ -152,7 +101,7 @@ def open_clients(lab: Lab, broker: Broker, holders: Holders, clients: int) -> in
         f"{opened['opened']:,} connected in {elapsed:.1f} s ({opened['opened'] / elapsed:,.0f} per second)"
     )
     for reason, count in opened["failures"].items():
-        lab.say(escape(f"  failed: {count:,} × {reason}"))
+        lab.say(f"  failed: {count:,} × {reason}")
     lab.check(opened["opened"] == clients, f"all {clients:,} clients connected and subscribed")
     return opened["opened"]
 
@@ -167,20 +116,22 @@ def count_states(lab: Lab, port: int, clients: int) -> None:
     )
 
 
-def measure_cost(lab: Lab, pid: int, rss_before: int, clients: int) -> None:
+def measure_cost(lab: Lab, pid: int, rss_before: int, clients: int) -> Row:
     lab.step("What they cost the broker: memory, and CPU while they sit idle.")
     rss_after = vm_rss_kib(pid)
     per_connection = (rss_after - rss_before) / clients
     lab.say(f"VmRSS {rss_before:,} kB → {rss_after:,} kB: {per_connection:.1f} KiB per connection")
-    before = sample_process(pid)
-    time.sleep(IDLE_WINDOW)
-    after = sample_process(pid)
-    cpu = after.cpu_since(before) if before and after else float("nan")
-    share = 100 * cpu / IDLE_WINDOW
-    lab.say(f"broker CPU over {IDLE_WINDOW:.0f} idle seconds: {cpu:.3f} s ({share:.1f}% of a core)")
-    # A CPU threshold, kept for its margin: the idle loop used 0.000 s here, while a loop that
-    # woke with nothing to do (a spin) would take most of a core. 10% is far from both.
-    lab.check(cpu < 0.1 * IDLE_WINDOW, "idle connections cost the epoll loop no CPU (< 10% of a core)")
+    usage, elapsed = measure(pid, IDLE_WINDOW)
+    lab.say(f"broker CPU over {elapsed:.1f} idle seconds (/proc/{pid}/stat): {usage.describe(elapsed)}")
+    lab.say(f"times it went to sleep and was woken (/proc/{pid}/status): {usage.voluntary_switches}")
+    # A count: epoll_wait blocks until a socket is ready or a timer is due ($SYS, every 10 s),
+    # so an idle loop wakes at most once in the window; a loop with a short timeout ~10 times a
+    # second, a spinning one never sleeps at all.
+    lab.check(
+        usage.voluntary_switches <= 1 + IDLE_WINDOW / 10,
+        "the idle epoll loop does not wake: it sleeps in epoll_wait while nothing happens",
+    )
+    return Row("epoll_lt", f"{clients:,}", usage, elapsed)
 
 
 def publish_once(lab: Lab, publisher: FinalPublisher, holders: Holders, clients: int) -> None:
@@ -193,8 +144,8 @@ def publish_once(lab: Lab, publisher: FinalPublisher, holders: Holders, clients:
     lab.check(got == clients and duplicated == 0, "one publish reached every held client exactly once")
 
 
-def hold_many(lab: Lab, clients: int) -> int:
-    """Steps 1-5: epoll_lt with ``clients`` idle subscribers; returns the port it used."""
+def hold_many(lab: Lab, clients: int) -> tuple[int, Row]:
+    """Steps 1-5: epoll_lt with ``clients`` idle subscribers; returns its port and idle figures."""
     lab.step("Start the epoll broker and note its resident memory.")
     lab.say("$ .venv/bin/python -m servers.epoll_lt --port 0")
     with crowd("epoll_lt", clients) as (broker, holders, publisher):
@@ -203,9 +154,9 @@ def hold_many(lab: Lab, clients: int) -> int:
         lab.say(f"listening on port {port}, pid {pid}; $ grep VmRSS /proc/{pid}/status → {rss_before:,} kB")
         opened = open_clients(lab, broker, holders, clients)
         count_states(lab, port, opened)
-        measure_cost(lab, pid, rss_before, opened)
+        idle = measure_cost(lab, pid, rss_before, opened)
         publish_once(lab, publisher, holders, opened)
-    return port
+    return port, idle
 
 
 def select_contrast(lab: Lab, clients: int) -> None:
@@ -216,11 +167,11 @@ def select_contrast(lab: Lab, clients: int) -> None:
         opened = report["opened"]
         lab.say(f"{opened:,} connected, {clients - opened:,} refused")
         for reason, count in report["failures"].items():
-            lab.say(escape(f"  refused: {count:,} × {reason}"))
+            lab.say(f"  refused: {count:,} × {reason}")
         assert broker.stderr_path is not None
         logged = [line for line in broker.stderr_path.read_text().splitlines() if "FD_SETSIZE" in line]
         if logged:
-            lab.say(escape(f"log│ {logged[0].split(' ', 2)[2]}"))
+            lab.say(f"log│ {logged[0].split(' ', 2)[2]}")
         publisher.publish()
         got = sum(reply["received"] for reply in holders.ask("expect", 10.0, "received", 60.0))
     lab.say(f"the publish reached {got:,} of the {opened:,} it kept")
@@ -244,9 +195,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, help="idle clients for epoll_lt (15,000; --quick: 2,000)")
     args = parser.parse_args()
     clients = args.clients or (2_000 if args.quick else 15_000)
+    sizes = (200, 2_000) if args.quick else (1_000, 10_000)
     lab = Lab("Lab 05: ten thousand connections on one epoll loop")
     try:
-        port = hold_many(lab, clients)
+        port, idle = hold_many(lab, clients)
+        rows = the_suspects(lab, 1.0 if args.quick else 2.0, sizes, 2.0 if args.quick else 3.0)
+        compare(lab, [*rows, idle])
         select_contrast(lab, 1_100)
     except KeyboardInterrupt:
         console.print("\ninterrupted: holders and brokers were stopped on the way out")

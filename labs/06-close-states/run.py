@@ -24,6 +24,9 @@ from pathlib import Path
 # on sys.path so that ``labs``, ``servers`` and ``tui`` import from this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from grade import SKELETON, grade_student  # this lab's grader, beside this file
+
+from labs.exercise import student_arguments
 from labs.lab import Lab, lab_arguments, running_server
 from mqtt.codec import Decoder, encode
 from mqtt.packets import Connect, Publish, Subscribe
@@ -342,7 +345,11 @@ def cleanup_namespace(name: str) -> None:
 
 
 def main() -> int:
-    args = lab_arguments(__doc__.splitlines()[0]).parse_args()
+    parser = lab_arguments(__doc__.splitlines()[0])
+    student_arguments(parser, SKELETON)
+    args = parser.parse_args()
+    if args.student:
+        return grade_student(Path(args.student))
     lab = Lab("Lab 06: close states, and the FIN_WAIT1 pile-up")
     pile_up(lab, stalled_count=3 if args.quick else 10, watch_seconds=2 if args.quick else 15)
     clean_close(lab)

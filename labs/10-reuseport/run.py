@@ -29,10 +29,10 @@ from mqtt.codec import Decoder, encode
 from mqtt.packets import Connect, Packet, Publish, Subscribe
 from tui.sources.tcp_states import tcp_sockets
 
-CLIENTS = 200
+CLIENTS = 200  # --quick: 50
 TOPIC = "lab10/catch"
 CONNECTED = "$SYS/broker/clients/connected"
-WAIT_SECONDS = 2.0
+WAIT_SECONDS = 2.0  # --quick: 1 (the message reaches subscriber-B within milliseconds)
 PRODUCTION = """\
 SO_REUSEPORT suits servers whose connections share nothing (nginx, HAProxy).
 A broker's connections share the subscription table, so either:
@@ -134,7 +134,7 @@ def client_on(port: int, brokers: dict[str, Broker], name: str, client_id: str) 
 
 def main() -> int:
     args = lab_arguments(__doc__.splitlines()[0]).parse_args()
-    del args  # --quick changes nothing: the lab takes a few seconds either way
+    clients, wait_seconds = (50, 1.0) if args.quick else (CLIENTS, WAIT_SECONDS)
     lab = Lab("Lab 10: SO_REUSEPORT, two brokers on one port")
     port = free_port()
 
@@ -165,8 +165,8 @@ def main() -> int:
             "a process without SO_REUSEPORT cannot join them: EADDRINUSE",
         )
 
-        lab.step(f"Open {CLIENTS} MQTT clients (CONNECT + SUBSCRIBE) to 127.0.0.1:{port}.")
-        greetings = [connect_packet(f"lab10-{i}") + subscribe_packet(b"lab10/idle") for i in range(CLIENTS)]
+        lab.step(f"Open {clients} MQTT clients (CONNECT + SUBSCRIBE) to 127.0.0.1:{port}.")
+        greetings = [connect_packet(f"lab10-{i}") + subscribe_packet(b"lab10/idle") for i in range(clients)]
         report = ClientOpener(("127.0.0.1", port), greetings, acks_expected=2).run()
         held = owners(port, brokers)
         spread = Counter(held.get(sock.getsockname()[1], "?") for sock in report.opened)
@@ -177,8 +177,8 @@ def main() -> int:
         lab.say("roughly even by chance; not round robin")
         lab.check(all(spread.get(name, 0) > 0 for name in brokers), "both processes got connections")
         lab.check(
-            sum(spread.get(name, 0) for name in brokers) == CLIENTS,
-            f"all {CLIENTS} clients are accounted for",
+            sum(spread.get(name, 0) for name in brokers) == clients,
+            f"all {clients} clients are accounted for",
         )
 
         lab.step("Place clients: connect, look up the process, retry until it fits.")
@@ -191,17 +191,17 @@ def main() -> int:
             client.subscribe(CONNECTED)  # retained: the current value comes back at once
             counts = client.payloads(CONNECTED, 0.5)
             lab.say(f"process {name} says {CONNECTED} = {counts[0].decode() if counts else '?'}")
-        lab.say("each counts only its own: its share of the 200 plus the lab's clients on it")
+        lab.say(f"each counts only its own: its share of the {clients} plus the lab's clients on it")
 
         lab.step(f"The catch: publisher-B publishes to {TOPIC}.")
         for client in (subscriber_a, subscriber_b):
             client.subscribe(TOPIC)
         time.sleep(0.3)  # both SUBSCRIBEs processed before the PUBLISH
         publisher_b.publish(TOPIC, b"hello from process B")
-        got_b = subscriber_b.payloads(TOPIC, WAIT_SECONDS)
-        got_a = subscriber_a.payloads(TOPIC, WAIT_SECONDS)
+        got_b = subscriber_b.payloads(TOPIC, wait_seconds)
+        got_a = subscriber_a.payloads(TOPIC, wait_seconds)
         lab.say(f"subscriber-B (on B) received: {', '.join(map(repr, got_b)) or 'nothing'}")
-        waited = f"subscriber-A (on A), {WAIT_SECONDS:g} s later:"
+        waited = f"subscriber-A (on A), {wait_seconds:g} s later:"
         lab.say(f"{waited} {', '.join(map(repr, got_a)) or 'nothing'}")
         lab.check(got_b == [b"hello from process B"], "B delivered the message to its own subscriber")
         lab.check(not got_a, "subscriber-A never got it: two processes are two brokers")

@@ -1,4 +1,4 @@
-"""Lab 06-close-states: runs end to end with ``--quick`` and every self-check passes."""
+"""Lab 06-close-states: runs end to end with ``--quick``, every self-check passes, and its exercise grades."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.labs.lab_runner import assert_quick_run_passes, can_use_namespaces
+from tests.labs.lab_runner import ROOT, assert_quick_run_passes, can_use_namespaces, run_lab
 
 EXPECTED_PASSES = [
     "each stalled subscriber's server socket: bytes in Send-Q, persist timer",
@@ -35,3 +35,25 @@ def test_lab_06_leaves_no_network_namespace_behind() -> None:
         pytest.skip("network namespaces need root and iproute2")
     listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert "epoll-mqtt-lab06-" not in listing
+
+
+def test_lab_06_readme_commands_are_for_a_root_shell() -> None:
+    assert "sudo" not in (ROOT / "labs" / "06-close-states" / "README.md").read_text()
+
+
+def test_lab_06_exercise_skeleton_leaves_fin_wait_1_and_points_at_its_todo() -> None:
+    completed = run_lab("06-close-states", "--student")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 1, output
+    assert "passed stage 2/4  CONNECT gets a CONNACK" in output
+    assert "FAILED at stage 3/4" in output
+    assert "1 socket in FIN_WAIT_1 with Send-Q" in output  # the kernel's view of the closed socket
+    assert "exercise/my_server.py:" in output and "TODO(abort)" in output
+
+
+def test_lab_06_exercise_reference_passes_every_stage() -> None:
+    completed = run_lab("06-close-states", "--student", "labs/06-close-states/exercise/solution.py")
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "all 4 stages passed" in output
+    assert "recv(): ECONNRESET" in output
