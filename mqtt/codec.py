@@ -369,7 +369,7 @@ def split_frames(
         # frames (a CONNECT just told us the protocol level).
         if not strict[first] and not state.first_bytes[first]:
             check_fixed_header(first)  # raises: refuse a bad header before buffering a body
-        span = _frame_span(buffer, pos, size, max_packet_size)
+        span = frame_span(buffer, pos, size, max_packet_size)
         if span is None or span[1] > size:
             state.partial_frame = bytearray(buffer[pos:])
             state.bytes_needed = span[1] - pos if span is not None else 0
@@ -412,7 +412,7 @@ class Decoder:
         return split_frames(self, data, self.max_packet_size)
 
 
-def _frame_span(buffer: bytes, pos: int, size: int, limit: int) -> tuple[int, int] | None:
+def frame_span(buffer: bytes, pos: int, size: int, limit: int) -> tuple[int, int] | None:
     """(body_start, frame_end) of the frame at ``pos``, or None while the length is incomplete."""
     if size - pos < 2:
         return None

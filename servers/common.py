@@ -57,8 +57,19 @@ def build_parser(description: str) -> argparse.ArgumentParser:
         help="size of the reused receive buffer: at most this much per recv",
     )
     parser.add_argument("--telemetry", action="store_true", help="send telemetry to the TUI/labs")
+    sends = parser.add_mutually_exclusive_group()
+    sends.add_argument(
+        "--writev", action="store_true", help="send with writev (scatter/gather), not join+write"
+    )
+    sends.add_argument(
+        "--send-per-packet",
+        action="store_true",
+        help="teaching switch (lab 09): one write per queued MQTT packet, not one per connection",
+    )
     parser.add_argument(
-        "--writev", action="store_true", help="send with sendmsg (scatter/gather), not join+send"
+        "--fresh-buffer",
+        action="store_true",
+        help="teaching switch (lab 14): a new buffer per recv instead of the one reused buffer",
     )
     parser.add_argument(
         "--reuseport", action="store_true", help="SO_REUSEPORT: several processes on one port"
@@ -142,6 +153,7 @@ class BaseServer(Loop):
         self.listen_fd = self.listener.fileno()
         telemetry = TelemetryEmitter(self.port) if args.telemetry else None
         super().__init__(broker, telemetry, args.read_chunk, args.writev)
+        self.use_io_modes(args.fresh_buffer, args.send_per_packet)
         self.spare = SpareFd()
         self.refused = 0
         self.now = 0.0  # the clock at the end of the last turn (see tick)

@@ -20,6 +20,10 @@ both seams: they are no-ops for it, yet cost about 0.2 µs per call, several tim
 Hooks for a subclass, each cheap or a no-op by default: ``before_output`` (start of every
 flush round, before any byte of it is sent), ``flush_foreign`` (a dirty connection that is
 not one of this loop's sockets) and ``drain_dirty`` (where a round's connections come from).
+
+Two teaching switches swap a hot-path method once, at start-up (``use_io_modes``), so the
+default paths test no flag per read or write: ``--fresh-buffer`` reads into a new bytes object
+each time (lab 14) and ``--send-per-packet`` writes each queued MQTT packet on its own (lab 09).
 """
 
 from __future__ import annotations
@@ -29,11 +33,13 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from mqtt.broker import Broker
+from mqtt.codec import frame_span
 from mqtt.connection import Connection
+from mqtt.errors import ProtocolError
 
 from .telemetry import TelemetryEmitter
 
@@ -71,6 +77,16 @@ class Loop:
         self.read_into = [self.read_buffer]  # readv's list of buffers: ours has one
         self.writev = writev
         self.wait_calls = 0
+
+    def use_io_modes(self, fresh_buffer: bool = False, send_per_packet: bool = False) -> None:
+        """The teaching switches, chosen once: an instance attribute shadows the method.
+
+        Off, nothing changes, so the default read and write paths test no flag per call.
+        """
+        if fresh_buffer:
+            self.read_once = self.read_once_fresh  # type: ignore[method-assign]
+        if send_per_packet:
+            self.write_pending = self.write_pending_per_packet  # type: ignore[method-assign]
 
     # -- hooks --------------------------------------------------------------------------------
 
@@ -165,6 +181,32 @@ class Loop:
             connection.receive(self.read_view[:count])
         return count
 
+    def read_once_fresh(self, fd: int) -> int:
+        """``--fresh-buffer`` (lab 14): ``read_once`` with a new bytes object per read.
+
+        ``os.read(fd, N)``, like ``sock.recv(N)``, asks malloc for N bytes every call, shrinks
+        the block to what arrived and frees it once the core is done with it. At 256 KiB that
+        is past glibc's mmap threshold: fresh pages, so minor faults, on every read.
+        """
+        connection = self.connections[fd]
+        try:
+            data = os.read(fd, len(self.read_buffer))
+        except BlockingIOError:
+            return 0
+        except OSError as error:
+            self.close_connection(fd, f"recv failed: {error.strerror}")
+            return -1
+        if not data:
+            self.close_connection(fd, "peer closed the connection")
+            return -1
+        if self.threaded:
+            with self.core:
+                connection.receive(data)
+                self.after_core()
+        else:
+            connection.receive(data)
+        return len(data)
+
     def read_until_eagain(self, fd: int) -> None:
         """Edge-triggered: no new edge comes for bytes already queued, so recv until EAGAIN."""
         connection = self.connections[fd]
@@ -243,6 +285,42 @@ class Loop:
                 self.writing.discard(fd)
             self.set_write_interest(fd, backed_up)
 
+    def write_pending_per_packet(self, fd: int, connection: Connection) -> None:
+        """``--send-per-packet`` (lab 09): one ``write`` per queued MQTT packet, the notes' baseline.
+
+        mosquitto wrote packet by packet. A queued buffer may hold several packets
+        (a routed run of PUBLISHes), so each is split at its frame boundaries. Takes the queue
+        1,024 buffers at a time, so a backlog is not copied whole on every turn, and stops at
+        the first short write; what is left goes when EPOLLOUT says the socket drained.
+        """
+        while connection.output_bytes and not (connection.wants_close and connection.abortive):
+            with self.core:
+                buffers = connection.pending_buffers()
+            offered, written = sum(map(len, buffers)), 0
+            try:
+                for packet in packets_in(buffers):
+                    count = os.write(fd, packet)
+                    written += count
+                    if count < len(packet):
+                        break  # short: the send buffer is full
+            except BlockingIOError:
+                pass  # EAGAIN: the socket is backed up; ``written`` went
+            except OSError as error:
+                self.close_connection(fd, f"send failed: {error.strerror}")
+                return
+            with self.core:
+                connection.sent(written, offered)
+                self.after_core()
+            if written < offered:
+                if connection.wants_close:
+                    break  # write_pending tries once more, then closes
+                # Backed up: write_pending would only try again now and meet EAGAIN.
+                if fd not in self.writing:
+                    self.writing.add(fd)
+                    self.set_write_interest(fd, True)
+                return
+        Loop.write_pending(self, fd, connection)  # closes, or drops write interest: nothing left to send
+
     # -- faults and closing -------------------------------------------------------------------
 
     def contain(self, fd: int, connection: Connection, error: Exception) -> None:
@@ -288,3 +366,22 @@ class Loop:
         log.info("disconnect fd=%d peer=%s client_id=%s reason=%s", fd, peer, client_id, reason)
         if self.telemetry:
             self.telemetry.emit("close", fd=fd, peer=peer, client_id=client_id, reason=reason)
+
+
+def packets_in(buffers: Sequence[bytes]) -> Iterator[memoryview]:
+    """Each MQTT frame in the queued buffers, as a view (``--send-per-packet``).
+
+    Framing follows the remaining length (1-4 bytes of 7 bits after the first byte). A buffer's
+    front may be the tail of a frame a short write cut, and is then split in the wrong places;
+    that changes only how many writes it takes, never the bytes or their order.
+    """
+    for buffer in buffers:
+        view, size, start = memoryview(buffer), len(buffer), 0
+        while start < size:
+            try:
+                span = frame_span(buffer, start, size, size)
+            except ProtocolError:  # too long for what is left, or malformed: the rest goes whole
+                span = None
+            end = min(span[1], size) if span else size  # a frame cut by a short write: the rest
+            yield view[start:end]
+            start = end

@@ -47,6 +47,7 @@ class Worker(Loop):
 
     def __init__(self, server: ThreadedServer, index: int) -> None:
         super().__init__(server.broker, server.telemetry, server.args.read_chunk, server.args.writev)
+        self.use_io_modes(server.args.fresh_buffer, server.args.send_per_packet)
         self.server = server
         self.name = f"worker-{index}"
         self.core = server.core_lock.held_by(self.name)  # the lock, around core calls only
