@@ -329,3 +329,43 @@ def shown(data: bytes | bytearray, most: int = 24) -> str:
         return "(none)"
     text = data[:most].hex(" ")
     return text + (f" ... ({len(data):,} bytes)" if len(data) > most else "")
+
+
+@contextlib.contextmanager
+def subscriber_and_publisher(
+    port: int, topic: str, name: str = "grader"
+) -> Iterator[tuple[RawClient, RawClient]]:
+    """A subscriber (QoS 0 on ``topic``) and a publisher, both past CONNACK, closed afterwards.
+
+    Each socket is opened only when it is about to send its CONNECT: one opened early would be
+    a silent client meanwhile, which a stage (lab 08's) may count on not being there.
+    """
+    with contextlib.ExitStack() as opened:
+        subscriber = RawClient(port, f"{name}-sub", keepalive=0)
+        opened.callback(subscriber.close)
+        subscriber.connect()
+        subscriber.subscribe(topic, qos=0)
+        publisher = RawClient(port, f"{name}-pub", keepalive=0)
+        opened.callback(publisher.close)
+        publisher.connect()
+        yield subscriber, publisher
+
+
+# -- the stage every exercise starts with --------------------------------------------------------
+
+CONNACK_TITLE = "CONNECT gets a CONNACK"
+
+
+def connect_gets_connack(server: StudentServer) -> str:
+    """One client sends CONNECT and must get its CONNACK; then it leaves."""
+    client = RawClient(server.port, "grader-hello", keepalive=0)
+    try:
+        client.connect()
+    finally:
+        client.close()
+    return "CONNECT → CONNACK (20 02 00 00)"
+
+
+def connack_stage(run: Callable[[StudentServer], str] = connect_gets_connack) -> Stage:
+    """The stage "CONNECT gets a CONNACK"; ``run`` may wrap connect_gets_connack with more waiting."""
+    return Stage(CONNACK_TITLE, run)

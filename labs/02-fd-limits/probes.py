@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from labs.proc import status_fields
+
 CAP_SYS_RESOURCE = 24  # bit number in the CapEff mask of /proc/PID/status (linux/capability.h)
 
 
@@ -109,10 +111,7 @@ def nr_open() -> int:
 
 def has_cap_sys_resource(pid: int | str = "self") -> bool:
     """CAP_SYS_RESOURCE in the effective set: root usually has it; a container may drop it."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> CAP_SYS_RESOURCE & 1)
-    return False
+    return bool(int(status_fields(pid)["CapEff"], 16) >> CAP_SYS_RESOURCE & 1)
 
 
 def file_handles() -> int:

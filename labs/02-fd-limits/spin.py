@@ -69,11 +69,16 @@ def spin(nofile: int, host: str, port: int) -> None:
         epoll.poll()  # LT: returns at once while the listen queue holds a connection...
         counts["wakeups"] += 1
         try:
-            counts["accept_calls"] += 1
             connection, _ = listener.accept()
-            connection.close()  # only when the table had room after all
         except OSError as error:  # ...and at the limit accept() can never empty the queue
-            counts["emfile"] += error.errno == errno.EMFILE
+            failure = error.errno
+        else:
+            failure = 0
+            connection.close()  # only when the table had room after all
+        # Both counts move together, after the call: a SIGUSR1 report never sees one without
+        # the other (CPython runs a signal handler at calls and jumps, not between these lines).
+        counts["accept_calls"] += 1
+        counts["emfile"] += failure == errno.EMFILE
 
 
 # -- running it for a lab -------------------------------------------------------------------------

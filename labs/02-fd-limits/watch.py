@@ -1,22 +1,14 @@
-"""Watching a process from outside, for labs 02 and 05: its CPU split and sleeps, and its syscalls.
+"""Watching a process from outside, for labs 02 and 05: its CPU split and how often it slept.
 
 ``usage_of`` sums /proc/PID/task/*/stat (user and system ticks) and status (context switches):
-a process that blocks in poll or epoll_wait and is woken counts one voluntary switch. The
-``strace_lines`` block starts only once the kernel names strace as the tracer, so a
-counting window misses no call.
+a process that blocks in poll or epoll_wait and is woken counts one voluntary switch. Its
+syscalls are counted with ``labs/tracing.py``'s ``strace_lines``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 from tui.sources.threads import read_threads
 
@@ -59,38 +51,3 @@ def usage_of(pid: int) -> Usage:
         sum(thread.voluntary_ctxt_switches for thread in threads),
         sum(thread.nonvoluntary_ctxt_switches for thread in threads),
     )
-
-
-def tracer_of(pid: int) -> int:
-    """TracerPid from /proc/PID/status: who ptrace-attached to it (0: nobody)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("TracerPid:"):
-            return int(line.split()[1])
-    return 0
-
-
-@contextlib.contextmanager
-def strace_lines(pid: int, *options: str) -> Iterator[list[str]]:
-    """``strace OPTIONS -p PID`` for the ``with`` block; the yielded list holds its output afterwards."""
-    handle, name = tempfile.mkstemp(prefix="lab-strace-", suffix=".txt")
-    os.close(handle)
-    output, lines = Path(name), []
-    tracer = subprocess.Popen(
-        ["strace", *options, "-o", name, "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        deadline = time.monotonic() + 5.0
-        while tracer_of(pid) == 0:  # attached once the kernel says so
-            if time.monotonic() > deadline or tracer.poll() is not None:
-                raise RuntimeError(f"strace did not attach to pid {pid} within 5 s")
-            time.sleep(0.01)
-        yield lines
-    finally:
-        tracer.send_signal(signal.SIGINT)  # strace detaches and finishes its output
-        try:
-            tracer.wait(5)
-        except subprocess.TimeoutExpired:
-            tracer.kill()  # our own child, by pid
-            tracer.wait()
-        lines.extend(output.read_text().splitlines())
-        output.unlink(missing_ok=True)

@@ -7,21 +7,22 @@ The untouched skeleton waits with poll(), so it holds no epoll instance and fail
 
 from __future__ import annotations
 
-import contextlib
-import os
-import re
 import shutil
-import subprocess
-import tempfile
 import time
-from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade, listening_inodes
+from labs.exercise import (
+    RawClient,
+    Stage,
+    StageFailed,
+    StudentServer,
+    grade,
+    listening_inodes,
+    subscriber_and_publisher,
+)
+from labs.tracing import AttachFailed, calls_in, strace_lines
 from mqtt.codec import encode
 from mqtt.packets import Pingreq, Pingresp, Publish
-from servers.process import stop_process
 from tui.sources.epoll_fdinfo import epoll_interest, socket_inodes
 
 SKELETON = Path(__file__).resolve().parent / "exercise" / "my_server.py"
@@ -30,30 +31,21 @@ IDLE_CLIENTS = 200  # connected at once: 200 sockets here and 200 in the server,
 PING_CLIENTS = 20
 PING_ROUNDS = 5  # PINGREQ/PINGRESP exchanges per client while strace watches
 CTL_ALLOWED = 2  # epoll_ctl calls tolerated during that traffic (a write-interest change or two)
-SETTLE_TIMEOUT = 10.0  # seconds for the server to close sockets the grader closed, or strace to attach
+SETTLE_TIMEOUT = 10.0  # seconds for the server to close the sockets of clients the grader closed
 LIVE_TIMEOUT = 3.0  # seconds for strace's first line: the wait call the server sat in when attached
 POLL_CALLS = ("poll", "ppoll", "select", "pselect6")
 EPOLL_WAITS = ("epoll_wait", "epoll_pwait")
 TRACED = ",".join(("epoll_ctl", *EPOLL_WAITS, *POLL_CALLS))
-CALL = re.compile(r"^\d+\s+(\w+)\(")  # strace -f -o: "PID name(args...", one line per call started
 
 
 def connect_and_deliver(server: StudentServer) -> str:
-    subscriber = RawClient(server.port, "grader-sub", keepalive=0)
-    publisher = RawClient(server.port, "grader-pub", keepalive=0)
-    try:
-        subscriber.connect()
-        subscriber.subscribe("lab03/hello", qos=0)
-        publisher.connect()
+    with subscriber_and_publisher(server.port, "lab03/hello") as (subscriber, publisher):
         publisher.send(encode(Publish("lab03/hello", b"123456", qos=0)))
         message = subscriber.expect(Publish, DELIVERY_WINDOW, what="the PUBLISH of '123456' on lab03/hello")
         assert isinstance(message, Publish)
         if bytes(message.payload) != b"123456":
             raise StageFailed("the payload 123456", repr(bytes(message.payload)))
         return "CONNECT → CONNACK twice, SUBSCRIBE → SUBACK, PUBLISH '123456' reached the subscriber"
-    finally:
-        subscriber.close()
-        publisher.close()
 
 
 def connected_clients(server: StudentServer, count: int, prefix: str) -> list[RawClient]:
@@ -106,56 +98,12 @@ def socket_count_reaches(server: StudentServer, wanted: int) -> int:
     return held
 
 
-def traced_by(pid: int, tracer: int) -> bool:
-    """True once ``tracer`` is attached to every thread of ``pid``: their status says TracerPid."""
-    with contextlib.suppress(OSError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/status") as status:
-                line = next(line for line in status if line.startswith("TracerPid:"))
-            if int(line.split()[1]) != tracer:
-                return False
-        return True
-    return False
-
-
-@contextlib.contextmanager
-def strace_attached(pid: int, output: Path) -> Iterator[str]:
-    """``strace -f -p PID -e trace=... -o OUTPUT`` for a ``with`` block, attached before it starts.
-
-    Yields '' once strace traces the server, or why it could not. Leaving the block detaches
-    strace (SIGTERM) and waits for it, so the trace file is whole when it is read.
-    """
-    command = ["strace", "-f", "-qq", "-p", str(pid), "-e", f"trace={TRACED}", "-o", str(output)]
-    tracer = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + SETTLE_TIMEOUT
-        while not traced_by(pid, tracer.pid) and tracer.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not traced_by(pid, tracer.pid):
-            stop_process(tracer, grace=1.0)
-            said = tracer.stderr.read().strip().splitlines() if tracer.stderr else []
-            yield "strace could not attach" + (f": {said[-1]}" if said else "")
-            return
-        # strace prints the wait the server sits in as soon as it resumes it: then it is live.
-        deadline = time.monotonic() + LIVE_TIMEOUT
-        while not (output.exists() and output.stat().st_size) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        yield ""
-    finally:
-        stop_process(tracer, grace=5.0)
-
-
 def exchange_pings(clients: list[RawClient]) -> None:
     for _ in range(PING_ROUNDS):
         for client in clients:
             client.send(encode(Pingreq()))
         for client in clients:
             client.expect(Pingresp, DELIVERY_WINDOW, what=f"PINGRESP for {client.client_id}'s PINGREQ")
-
-
-def calls_in(trace: Path) -> Counter[str]:
-    """How many times each traced syscall was started, from strace's output file."""
-    return Counter(match[1] for line in trace.read_text().splitlines() if (match := CALL.match(line)))
 
 
 def registered_once(server: StudentServer) -> str:
@@ -169,13 +117,14 @@ def registered_once(server: StudentServer) -> str:
                 f"the server to close the sockets of clients that left, holding {1 + PING_CLIENTS}",
                 f"it still holds {held} sockets {SETTLE_TIMEOUT:g} s after the grader closed its clients",
             )
-        with tempfile.TemporaryDirectory() as scratch:
-            trace = Path(scratch) / "strace.out"
-            with strace_attached(server.pid, trace) as problem:
-                if problem:
-                    raise StageFailed("strace attached to your server, to count its syscalls", problem)
+        options = ("-f", "-qq", "-e", f"trace={TRACED}")
+        try:
+            # Live once strace printed the wait the server sat in: it resumes it at once.
+            with strace_lines(server.pid, *options, first_line_timeout=LIVE_TIMEOUT) as trace:
                 exchange_pings(clients)
-            calls = calls_in(trace)
+        except AttachFailed as problem:
+            raise StageFailed("strace attached to your server, to count its syscalls", str(problem)) from None
+        calls = calls_in(trace)
     finally:
         close_all(clients)
     exchanges = PING_CLIENTS * PING_ROUNDS

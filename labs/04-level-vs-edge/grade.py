@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade, shown
+from labs.exercise import (
+    RawClient,
+    Stage,
+    StageFailed,
+    StudentServer,
+    connack_stage,
+    grade,
+    shown,
+    subscriber_and_publisher,
+)
 from mqtt.codec import encode, encode_publish
 from mqtt.packets import Puback, Publish
 from tui.sources.tcp_states import tcp_sockets
@@ -22,15 +31,6 @@ BIG_PAYLOAD = 2000  # bytes: with its header, a ~2 KB PUBLISH, more than the ske
 def unread_bytes(port: int) -> int:
     """Bytes the kernel holds, unread, on the server's side of established connections (Recv-Q)."""
     return sum(row.recv_q for row in tcp_sockets(port) if row.local[1] == port and row.state == "ESTABLISHED")
-
-
-def connect_gets_connack(server: StudentServer) -> str:
-    client = RawClient(server.port, "grader-hello", keepalive=0)
-    try:
-        client.connect()
-    finally:
-        client.close()
-    return "CONNECT → CONNACK (20 02 00 00)"
 
 
 def big_publish_is_acknowledged(server: StudentServer) -> str:
@@ -57,12 +57,7 @@ def big_publish_is_acknowledged(server: StudentServer) -> str:
 
 
 def subscriber_gets_a_big_message(server: StudentServer) -> str:
-    subscriber = RawClient(server.port, "grader-sub", keepalive=0)
-    publisher = RawClient(server.port, "grader-pub", keepalive=0)
-    try:
-        subscriber.connect()
-        subscriber.subscribe("lab04/fan", qos=0)
-        publisher.connect()
+    with subscriber_and_publisher(server.port, "lab04/fan") as (subscriber, publisher):
         payload = bytes(range(256)) * 20  # 5,120 bytes: five chunks of the skeleton's READ_CHUNK
         publisher.send(encode(Publish("lab04/fan", payload, qos=0)))
         message = subscriber.expect(Publish, STALL_WINDOW, what="the 5,120-byte message on lab04/fan")
@@ -71,13 +66,10 @@ def subscriber_gets_a_big_message(server: StudentServer) -> str:
             arrived = f"{len(message.payload):,} bytes: {shown(message.payload)}"
             raise StageFailed("the 5,120 bytes published", arrived)
         return "5,120-byte PUBLISH delivered intact to a subscriber"
-    finally:
-        subscriber.close()
-        publisher.close()
 
 
 STAGES = [
-    Stage("CONNECT gets a CONNACK", connect_gets_connack),
+    connack_stage(),
     Stage(f"a {BIG_PAYLOAD:,}-byte QoS 1 PUBLISH is acknowledged, no new edge", big_publish_is_acknowledged),
     Stage("a 5 KB message reaches a subscriber intact", subscriber_gets_a_big_message),
 ]

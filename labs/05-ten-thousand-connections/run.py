@@ -30,6 +30,7 @@ from labs.bench.connections import PER_HOLDER, Holders
 from labs.bench.progress import NullUi
 from labs.bench.targets import Broker
 from labs.lab import Lab, console, lab_arguments
+from labs.proc import status_numbers
 from tui.sources.tcp_states import state_counts, tcp_sockets
 
 IDLE_WINDOW = 2.0  # seconds of broker CPU measured with every client connected and silent
@@ -39,14 +40,6 @@ SS_ONE_LINER = (
     "ss -tan '( sport = :{port} or dport = :{port} )'"
     " | awk 'NR>1 {{++S[$1]}} END {{for(a in S) print a, S[a]}}'"
 )
-
-
-def vm_rss_kib(pid: int) -> int:
-    """Resident memory from /proc/PID/status, in KiB (what top shows as RES)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
 
 
 def in_bash(command: str) -> list[str]:
@@ -118,7 +111,7 @@ def count_states(lab: Lab, port: int, clients: int) -> None:
 
 def measure_cost(lab: Lab, pid: int, rss_before: int, clients: int) -> Row:
     lab.step("What they cost the broker: memory, and CPU while they sit idle.")
-    rss_after = vm_rss_kib(pid)
+    rss_after = status_numbers(pid, "VmRSS")[0]
     per_connection = (rss_after - rss_before) / clients
     lab.say(f"VmRSS {rss_before:,} kB → {rss_after:,} kB: {per_connection:.1f} KiB per connection")
     usage, elapsed = measure(pid, IDLE_WINDOW)
@@ -150,7 +143,7 @@ def hold_many(lab: Lab, clients: int) -> tuple[int, Row]:
     lab.say("$ .venv/bin/python -m servers.epoll_lt --port 0")
     with crowd("epoll_lt", clients) as (broker, holders, publisher):
         pid, port = broker.pid or 0, broker.address[1]
-        rss_before = vm_rss_kib(pid)
+        rss_before = status_numbers(pid, "VmRSS")[0]
         lab.say(f"listening on port {port}, pid {pid}; $ grep VmRSS /proc/{pid}/status → {rss_before:,} kB")
         opened = open_clients(lab, broker, holders, clients)
         count_states(lab, port, opened)

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from crowd import crowd  # beside this file
 from rich.table import Table
 from spin import spinning  # lab 02's unguarded loop (labs/02-fd-limits is on sys.path)
-from watch import Usage, strace_lines, usage_of  # lab 02's outside view of a process
+from watch import Usage, usage_of  # lab 02's outside view of a process
 
 from labs.bench.progress import NullUi
 from labs.lab import Lab, console
+from labs.tracing import strace_lines
 
 SPIN_LIMIT = 64  # the spinner's RLIMIT_NOFILE: any limit will do, the spin does not depend on it
 # "poll([{fd=3, events=POLLIN}, ...], 10002, 100) = 0 (Timeout)": fds handed over, timeout, result

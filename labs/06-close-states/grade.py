@@ -14,7 +14,7 @@ import socket
 import time
 from pathlib import Path
 
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade
+from labs.exercise import RawClient, Stage, StageFailed, StudentServer, connack_stage, grade
 from mqtt.codec import encode
 from mqtt.packets import Connect, Publish, Subscribe
 from tui.sources.tcp_states import TcpSocket, tcp_sockets
@@ -83,7 +83,7 @@ class StalledSubscriber:
 
     def stages(self) -> list[Stage]:
         return [
-            Stage("CONNECT gets a CONNACK", self.connect_gets_connack),
+            connack_stage(),
             Stage(
                 "a subscriber that stops reading is cut off with a reset, not left in FIN_WAIT_1",
                 self.cut_off,
@@ -96,14 +96,6 @@ class StalledSubscriber:
             sock.close()  # unread data in its receive queue: close() sends RST, which frees any orphan
         for client in self.clients:
             client.close()
-
-    def connect_gets_connack(self, server: StudentServer) -> str:
-        client = RawClient(server.port, "grader-hello", keepalive=0)
-        try:
-            client.connect()
-        finally:
-            client.close()
-        return "CONNECT → CONNACK (20 02 00 00)"
 
     def cut_off(self, server: StudentServer) -> str:
         stalled = stalled_subscriber(server.port)

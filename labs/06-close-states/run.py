@@ -8,7 +8,6 @@ FIN_WAIT_2 / CLOSE_WAIT, TIME_WAIT, and, in a network namespace, what tcp_fin_ti
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from grade import SKELETON, grade_student  # this lab's grader, beside this file
 
 from labs.exercise import student_arguments
 from labs.lab import Lab, lab_arguments, running_server
+from labs.netns import delete_namespace, namespaces
 from mqtt.codec import Decoder, encode
 from mqtt.packets import Connect, Publish, Subscribe
 from tui.sources.tcp_states import TcpSocket, state_counts, tcp_sockets
@@ -285,8 +285,8 @@ def namespace_part(lab: Lab) -> None:
         lab.say("$ ip netns exec NS .venv/bin/python labs/06-close-states/in_namespace.py")
         summary = run_in_namespace(lab, name)
     finally:
-        cleanup_namespace(name)
-    lab.say(f"$ ip netns del NS → namespaces named like ours left: {our_namespaces().count(name)}")
+        delete_namespace(name)
+    lab.say(f"$ ip netns del NS → namespaces named like ours left: {namespaces().count(name)}")
     # A state, not a timing: in_namespace.py saw the orphan in FIN_WAIT_2 and then saw it gone
     # within its 12 s watch, which a 60 s timer would not allow. The lifetime it measured by
     # polling (about 5 s) is printed above, not asserted.
@@ -300,18 +300,13 @@ def namespace_part(lab: Lab) -> None:
     )
     lab.check(summary.get("time_wait_left_ms", 0) > 50_000, "TIME_WAIT still counts down from 60 s")
     lab.check(
-        read_fin_timeout() == host_before and name not in our_namespaces(),
+        read_fin_timeout() == host_before and name not in namespaces(),
         "the host's sysctl is untouched and the namespace is gone",
     )
 
 
 def read_fin_timeout() -> int:
     return int(Path("/proc/sys/net/ipv4/tcp_fin_timeout").read_text())
-
-
-def our_namespaces() -> list[str]:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
-    return [line.split()[0] for line in listing.splitlines() if line.strip()]
 
 
 def run_in_namespace(lab: Lab, name: str) -> dict[str, object]:
@@ -331,17 +326,6 @@ def run_in_namespace(lab: Lab, name: str) -> dict[str, object]:
             if child.poll() is None:
                 child.kill()  # our own child, by pid
     return summary
-
-
-def cleanup_namespace(name: str) -> None:
-    """Stop any process still inside (only ours can be there), then delete the namespace."""
-    if name not in our_namespaces():
-        return
-    pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10).stdout
-    for pid in pids.split():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(int(pid), 9)
-    subprocess.run(["ip", "netns", "del", name], check=False, timeout=10)
 
 
 def main() -> int:

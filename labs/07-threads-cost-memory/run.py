@@ -23,6 +23,7 @@ from labs.bench.clients import ClientOpener, close_all
 from labs.bench.targets import await_listening, spawn
 from labs.bench.wire import connect_packet, subscribe_packet
 from labs.lab import Lab, lab_arguments, running_server
+from labs.proc import status_numbers
 
 HERE = Path(__file__).resolve().parent
 KIB = 1024
@@ -51,11 +52,7 @@ class Row:
 
 
 def memory(pid: int) -> Memory:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields[key] = value.split()[0] if value.split() else "0"
-    return Memory(int(fields["VmSize"]), int(fields["VmRSS"]), int(fields["Threads"]))
+    return Memory(*status_numbers(pid, "VmSize", "VmRSS", "Threads"))
 
 
 def kernel_stack_kib() -> int:

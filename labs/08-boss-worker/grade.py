@@ -15,7 +15,15 @@ from pathlib import Path
 
 from thread_states import describe, one_reader_others_on_futex, thread_states
 
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade
+from labs.exercise import (
+    RawClient,
+    Stage,
+    StageFailed,
+    StudentServer,
+    connack_stage,
+    grade,
+    subscriber_and_publisher,
+)
 from mqtt.codec import encode, encode_publish
 from mqtt.packets import Packet, Puback, Publish
 
@@ -24,24 +32,6 @@ MESSAGES = 50
 DEADLINE = 3.0  # seconds for the messages to arrive; on loopback they take milliseconds
 PICKUP_WAIT = 1.5  # seconds for the server to take the silent socket in (a thread reads it)
 TOPIC = "lab08/grader"
-
-
-@contextlib.contextmanager
-def pair(server: StudentServer, name: str) -> Iterator[tuple[RawClient, RawClient]]:
-    """A connected subscriber (QoS 0 on TOPIC) and a connected publisher, closed afterwards.
-
-    Each socket is opened only when it is about to send its CONNECT: one opened early would be
-    a silent client before the stage means to have one.
-    """
-    with contextlib.ExitStack() as opened:
-        subscriber = RawClient(server.port, f"{name}-sub", keepalive=0)
-        opened.callback(subscriber.close)
-        subscriber.connect()
-        subscriber.subscribe(TOPIC, qos=0)
-        publisher = RawClient(server.port, f"{name}-pub", keepalive=0)
-        opened.callback(publisher.close)
-        publisher.connect()
-        yield subscriber, publisher
 
 
 @contextlib.contextmanager
@@ -95,17 +85,9 @@ def stalled(server: StudentServer, delivered: int, what: str) -> StageFailed:
     )
 
 
-def connect_gets_connack(server: StudentServer) -> str:
-    client = RawClient(server.port, "grader-hello", keepalive=0)
-    try:
-        client.connect()
-    finally:
-        client.close()
-    return "CONNECT → CONNACK (20 02 00 00)"
-
-
 def silent_client_stalls_nobody(server: StudentServer) -> str:
-    with pair(server, "grader-qos0") as (subscriber, publisher), silent_client(server, "grader-silent"):
+    pair = subscriber_and_publisher(server.port, TOPIC, "grader-qos0")
+    with pair as (subscriber, publisher), silent_client(server, "grader-silent"):
         threads = taken_in(server)
         publisher.send(b"".join(encode(Publish(TOPIC, b"m%03d" % index)) for index in range(MESSAGES)))
         delivered = len(arrived(subscriber, Publish, MESSAGES, DEADLINE))
@@ -115,7 +97,8 @@ def silent_client_stalls_nobody(server: StudentServer) -> str:
 
 
 def exactly_once_in_order(server: StudentServer) -> str:
-    with pair(server, "grader-qos1") as (subscriber, publisher), silent_client(server, "grader-quiet"):
+    pair = subscriber_and_publisher(server.port, TOPIC, "grader-qos1")
+    with pair as (subscriber, publisher), silent_client(server, "grader-quiet"):
         taken_in(server)
         frames = (
             encode_publish(TOPIC.encode(), b"q%03d" % index, qos=1, retain=False, dup=False, packet_id=index)
@@ -146,7 +129,7 @@ def silent_client_speaks_at_last(server: StudentServer) -> str:
 
 
 STAGES = [
-    Stage("CONNECT gets a CONNACK", connect_gets_connack),
+    connack_stage(),
     Stage(
         f"with a silent client connected, a subscriber gets all {MESSAGES} messages",
         silent_client_stalls_nobody,

@@ -12,15 +12,19 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import tempfile
-import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade
+from labs.exercise import (
+    RawClient,
+    Stage,
+    StageFailed,
+    StudentServer,
+    connack_stage,
+    grade,
+    subscriber_and_publisher,
+)
+from labs.tracing import AttachFailed, strace_lines
 from mqtt.codec import encode
 from mqtt.packets import Publish
 from tui.sources.tcp_states import tcp_sockets
@@ -28,8 +32,9 @@ from tui.sources.tcp_states import tcp_sockets
 SKELETON = Path(__file__).resolve().parent / "exercise" / "my_server.py"
 BURST = 200  # PUBLISHes in one sendall: about 4.6 KB, one segment on loopback
 MOST_SENDS = 10  # sends to the subscriber allowed for the whole burst
-ATTACH_TIMEOUT = 10.0  # seconds for strace to attach
-# "[PID ]write(FD, ...) = N": the calls a Python server may send with, and the waits of a loop.
+# strace -e trace=TRACED: the calls a Python server may send with, and the waits of a loop.
+TRACED = "write,writev,sendto,sendmsg,epoll_wait,epoll_pwait,poll,ppoll,select,pselect6"
+# "[PID ]write(FD, ...) = N" and "[PID ]epoll_wait(...": one line per call started.
 WRITE = re.compile(r"^(?:\d+\s+)?(write|writev|sendto|sendmsg|send)\((\d+),")
 WAIT = re.compile(r"^(?:\d+\s+)?(epoll_wait|epoll_pwait|epoll_pwait2|poll|ppoll|select|pselect6)\(")
 
@@ -37,15 +42,6 @@ WAIT = re.compile(r"^(?:\d+\s+)?(epoll_wait|epoll_pwait|epoll_pwait2|poll|ppoll|
 def burst_frames() -> bytes:
     """BURST QoS 0 PUBLISHes, one topic each, so the core queues each as its own buffer."""
     return b"".join(encode(Publish(f"lab09/burst/{index}", b"%03d" % index)) for index in range(BURST))
-
-
-def connect_gets_connack(server: StudentServer) -> str:
-    client = RawClient(server.port, "grader-hello", keepalive=0)
-    try:
-        client.connect()
-    finally:
-        client.close()
-    return "CONNECT → CONNACK (20 02 00 00)"
 
 
 def receive_burst(subscriber: RawClient) -> list[str]:
@@ -59,28 +55,15 @@ def receive_burst(subscriber: RawClient) -> list[str]:
 
 
 def burst_arrives_in_order(server: StudentServer) -> str:
-    subscriber, publisher = subscribed_pair(server)
-    try:
+    with subscriber_and_publisher(server.port, "lab09/burst/#") as (subscriber, publisher):
         publisher.send(burst_frames())
         topics = receive_burst(subscriber)
-    finally:
-        subscriber.close()
-        publisher.close()
     expected = [f"lab09/burst/{index}" for index in range(BURST)]
     if topics != expected:
         pairs = enumerate(zip(topics, expected, strict=True))
         first = next(index for index, (got, want) in pairs if got != want)
         raise StageFailed(f"lab09/burst/0 to /{BURST - 1} in order", f"{topics[first]!r} at position {first}")
     return f"{BURST} PUBLISHes sent in one sendall() arrived at the subscriber, in order"
-
-
-def subscribed_pair(server: StudentServer) -> tuple[RawClient, RawClient]:
-    subscriber = RawClient(server.port, "grader-sub", keepalive=0)
-    publisher = RawClient(server.port, "grader-pub", keepalive=0)
-    subscriber.connect()
-    subscriber.subscribe("lab09/burst/#")
-    publisher.connect()
-    return subscriber, publisher
 
 
 def server_fd_of(server: StudentServer, client: RawClient) -> int:
@@ -93,37 +76,6 @@ def server_fd_of(server: StudentServer, client: RawClient) -> int:
             if target.startswith("socket:[") and int(target[8:-1]) in inodes:
                 return int(entry.name)
     raise StageFailed("the subscriber's connection among the server's open fds", "no such socket")
-
-
-@contextlib.contextmanager
-def traced(pid: int, trace: Path) -> Iterator[None]:
-    """``strace -f -e trace=...`` attached to ``pid`` for a ``with`` block, then detached."""
-    calls = "write,writev,sendto,sendmsg,epoll_wait,epoll_pwait,poll,ppoll,select,pselect6"
-    command = ["strace", "-f", "-qq", "-s", "0", "-e", f"trace={calls}", "-o", str(trace), "-p", str(pid)]
-    strace = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        await_tracer(pid, strace)
-        yield
-    finally:
-        strace.send_signal(signal.SIGINT)  # detaches, and the traced process carries on
-        try:
-            strace.wait(10)
-        except subprocess.TimeoutExpired:
-            strace.kill()
-            strace.wait()
-
-
-def await_tracer(pid: int, strace: subprocess.Popen[bytes]) -> None:
-    """Attached once /proc/PID/status names a tracer: from then on no call of PID goes unseen."""
-    deadline = time.monotonic() + ATTACH_TIMEOUT
-    while time.monotonic() < deadline:
-        with open(f"/proc/{pid}/status") as status:
-            if any(line.startswith("TracerPid:") and line.split()[1] != "0" for line in status):
-                return
-        if strace.poll() is not None:
-            break
-        time.sleep(0.01)  # polling the kernel's status, bounded by the deadline
-    raise StageFailed("strace to attach to your server", f"no tracer after {ATTACH_TIMEOUT:g} s")
 
 
 def sends_per_turn(lines: list[str], fd: int) -> tuple[list[int], Counter[str]]:
@@ -144,18 +96,15 @@ def sends_per_turn(lines: list[str], fd: int) -> tuple[list[int], Counter[str]]:
 def one_send_per_turn(server: StudentServer) -> str:
     if shutil.which("strace") is None:
         raise StageFailed("strace on this machine (scripts/install-system-deps.sh)", "strace: not found")
-    subscriber, publisher = subscribed_pair(server)
-    with tempfile.TemporaryDirectory() as folder:
-        trace = Path(folder) / "trace"
-        try:
+    try:
+        with subscriber_and_publisher(server.port, "lab09/burst/#") as (subscriber, publisher):
             fd = server_fd_of(server, subscriber)
-            with traced(server.pid, trace):
+            with strace_lines(server.pid, "-f", "-qq", "-s", "0", "-e", f"trace={TRACED}") as trace:
                 publisher.send(burst_frames())
                 receive_burst(subscriber)
-        finally:
-            subscriber.close()
-            publisher.close()
-        turns, names = sends_per_turn(trace.read_text().splitlines(), fd)
+    except AttachFailed as problem:
+        raise StageFailed("strace to attach to your server", str(problem)) from None
+    turns, names = sends_per_turn(trace, fd)
     sends, most = sum(turns), max(turns, default=0)
     calls = ", ".join(f"{name} x{count}" for name, count in names.most_common())
     plural = "s" if sends != 1 else ""
@@ -170,7 +119,7 @@ def one_send_per_turn(server: StudentServer) -> str:
 
 
 STAGES = [
-    Stage("CONNECT gets a CONNACK", connect_gets_connack),
+    connack_stage(),
     Stage(f"a burst of {BURST} PUBLISHes reaches a subscriber in order", burst_arrives_in_order),
     Stage("the burst costs at most one send per loop turn (strace)", one_send_per_turn),
 ]

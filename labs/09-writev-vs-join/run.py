@@ -9,11 +9,9 @@ modes and, on a socketpair, where scatter/gather beats a join: a few large buffe
 from __future__ import annotations
 
 import multiprocessing
-import select
 import socket
 import statistics
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,58 +24,15 @@ from grade import BURST, SKELETON, burst_frames, grade_student  # this lab's gra
 
 from labs.bench.progress import NullUi
 from labs.bench.throughput import FlowSpec, run_flow
-from labs.exercise import RawClient, StageFailed, student_arguments
+from labs.exercise import StageFailed, student_arguments, subscriber_and_publisher
 from labs.lab import Lab, TimingComparison, lab_arguments, running_server, times
+from labs.proc import proc_io
+from labs.telemetry_counts import WaitCounter
 from mqtt.packets import Publish
-from servers.telemetry import TelemetryReader
 
 KIB, MIB = 1024, 1 << 20
 CASES = ((64, 64), (4, 64 * KIB), (4, MIB))  # (buffers per call, bytes per buffer)
 MODES = {"per-packet": ("--send-per-packet",), "join": (), "writev": ("--writev",)}
-QUIET = 0.2  # seconds without telemetry after which the server's waits are all counted
-
-
-def written_calls(pid: int) -> int:
-    """The kernel's count of the process's write-family calls (write, writev): ``syscw``."""
-    with open(f"/proc/{pid}/io") as counters:
-        return next(int(line.split()[1]) for line in counters if line.startswith("syscw:"))
-
-
-class WaitCounter:
-    """The server's wait calls, from its telemetry: every ``wait`` event carries the call's number.
-
-    A thread drains the datagrams as they come (the socket queues only 10) and keeps the highest
-    number seen; ``settled()`` returns it once nothing new has come for QUIET seconds.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.reader = TelemetryReader(port)
-        self.highest = 0
-        self.last_event = time.monotonic()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.drain, daemon=True)
-        self.thread.start()
-
-    def drain(self) -> None:
-        while not self.stopping.is_set():
-            if select.select([self.reader], [], [], 0.05)[0]:
-                calls = [event["call"] for event in self.reader.read() if event["k"] == "wait"]
-                self.highest = max([self.highest, *calls])
-                self.last_event = time.monotonic()
-
-    def settled(self, deadline: float = 10.0) -> int:
-        """Wait calls so far: telemetry leaves within 2 ms of a turn, so after QUIET s without any
-        (counted from this call, or from the last event if later) every turn so far is in."""
-        asked = time.monotonic()
-        stop = asked + deadline
-        while (now := time.monotonic()) - max(asked, self.last_event) < QUIET and now < stop:
-            time.sleep(0.02)  # polls the drain thread's clock, bounded by the deadline
-        return self.highest
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        self.reader.close()
 
 
 @dataclass(frozen=True)
@@ -96,26 +51,20 @@ def burst(mode: str) -> Burst:
         assert broker.pid is not None
         port = broker.address[1]
         waits = WaitCounter(port)
-        subscriber = RawClient(port, "lab09-sub", keepalive=0)
-        publisher = RawClient(port, "lab09-pub", keepalive=0)
         try:
-            subscriber.connect()
-            subscriber.subscribe("lab09/burst/#")
-            publisher.connect()
-            waits_before, writes_before = waits.settled(), written_calls(broker.pid)
-            publisher.send(burst_frames())  # one sendall: read in one or a few loop turns
-            topics = []
-            try:
-                for _ in range(BURST):
-                    packet = subscriber.expect(Publish, 5.0, what="the burst")
-                    assert isinstance(packet, Publish)
-                    topics.append(packet.topic)
-            except StageFailed:
-                pass  # counted as not delivered
-            waits_after, writes_after = waits.settled(), written_calls(broker.pid)
+            with subscriber_and_publisher(port, "lab09/burst/#", "lab09") as (subscriber, publisher):
+                waits_before, writes_before = waits.settled(), proc_io(broker.pid)["syscw"]
+                publisher.send(burst_frames())  # one sendall: read in one or a few loop turns
+                topics = []
+                try:
+                    for _ in range(BURST):
+                        packet = subscriber.expect(Publish, 5.0, what="the burst")
+                        assert isinstance(packet, Publish)
+                        topics.append(packet.topic)
+                except StageFailed:
+                    pass  # counted as not delivered
+                waits_after, writes_after = waits.settled(), proc_io(broker.pid)["syscw"]
         finally:
-            subscriber.close()
-            publisher.close()
             waits.close()
     in_order = topics == [f"lab09/burst/{index}" for index in range(BURST)]
     return Burst(len(topics), in_order, writes_after - writes_before, waits_after - waits_before)
@@ -153,9 +102,9 @@ def fanout_round(lab: Lab, mode: str, duration: float) -> float:
     spec = FlowSpec("fanout", 1, 50, duration, publisher_procs=1, subscriber_procs=2)
     with running_server("epoll_lt", *MODES[mode], "--sys-interval", "0") as broker:
         assert broker.pid is not None
-        writes_before = written_calls(broker.pid)
+        writes_before = proc_io(broker.pid)["syscw"]
         metrics, errors = run_flow(broker, spec, NullUi(), f"fanout {mode}")
-        writes = written_calls(broker.pid) - writes_before
+        writes = proc_io(broker.pid)["syscw"] - writes_before
     per_cpu, delivered = metrics["msgs_per_cpu_s"] or 0.0, metrics["delivered"]
     error_count = errors.lost + errors.duplicated + errors.reordered + errors.disconnects
     per_write = delivered / writes if writes else 0.0

@@ -8,7 +8,6 @@ errno and by what came back (an ICMP message, a RST, or nothing), read without t
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from labs.bench.targets import Broker, await_listening, spawn
 from labs.lab import Lab, lab_arguments
+from labs.netns import delete_namespace, namespaces
 
 HERE = Path(__file__).resolve().parent
 SERVER_ADDRESS, CLIENT_ADDRESS, PREFIX = "10.211.0.2", "10.211.0.1", 24
@@ -77,11 +77,6 @@ def shown(lab: Lab, pair: Pair, namespace: str, *command: str) -> subprocess.Com
     return completed
 
 
-def namespaces() -> list[str]:
-    listing = run(["ip", "netns", "list"]).stdout
-    return [line.split()[0] for line in listing.splitlines() if line.strip()]
-
-
 def host_state() -> tuple[str, str]:
     """The host's filter rules (comment lines dropped: they hold a date) and tcp_syn_retries."""
     saved = run(["iptables-save"]).stdout
@@ -130,12 +125,7 @@ def remove_pair(pair: Pair) -> None:
     if pair.broker is not None:
         pair.broker.stop()
     for namespace in (pair.server, pair.client):
-        if namespace not in namespaces():
-            continue
-        for pid in run(["ip", "netns", "pids", namespace]).stdout.split():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(int(pid), 9)
-        run(["ip", "netns", "del", namespace])  # deleting one end of a veth deletes the pair
+        delete_namespace(namespace)  # deleting one end of a veth deletes the pair
 
 
 def start_broker(lab: Lab, pair: Pair) -> None:

@@ -29,6 +29,7 @@ from store_client import await_connack, fill, retained, topics
 
 from labs.bench.references import free_port, mosquitto_path
 from labs.lab import Lab, lab_arguments
+from labs.proc import status_numbers
 from servers.process import stop_process
 
 HERE = Path(__file__).resolve().parent
@@ -66,12 +67,6 @@ class StoreBroker:
         return self.store.stat().st_size / MB if self.store.exists() else 0.0
 
 
-def memory_kib(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmSize) of ``pid`` in KiB, from /proc/PID/status."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-    return int(fields["VmRSS"].split()[0]), int(fields["VmSize"].split()[0])
-
-
 @contextlib.contextmanager
 def started(broker: StoreBroker, memory_limit: int | None = None) -> Iterator[Start]:
     """Start ``broker`` (under RLIMIT_AS ``memory_limit`` bytes, via prlimit) and stop it after.
@@ -94,7 +89,7 @@ def started(broker: StoreBroker, memory_limit: int | None = None) -> Iterator[St
     start = Start(await_connack(broker.port, process, began, START_TIMEOUT))
     try:
         if start.seconds is not None:
-            start.rss_kib, start.size_kib = memory_kib(process.pid)
+            start.rss_kib, start.size_kib = status_numbers(process.pid, "VmRSS", "VmSize")
         start.log = new_log_lines(broker, offset)
         yield start
     finally:

@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from labs.bench.proctree import sample_process
-from labs.exercise import RawClient, Stage, StageFailed, StudentServer, grade
+from labs.exercise import (
+    RawClient,
+    Stage,
+    StageFailed,
+    StudentServer,
+    connack_stage,
+    grade,
+    subscriber_and_publisher,
+)
+from labs.proc import minor_faults
 from mqtt.codec import encode_publish
 from mqtt.packets import Puback, Publish
 
@@ -26,13 +35,6 @@ LIGHT_MESSAGES = 300  # QoS 1 PUBLISHes, each sent only after the last one's PUB
 MOST_FAULTS = 0.5  # minor faults per message the grader allows (fresh 256 KiB: 2.0; reused: 0.0)
 DELIVERED = 20  # messages the delivery stage publishes
 PIN_NAME, PIN_VALUE = "MALLOC_MMAP_THRESHOLD_", 128 * 1024  # glibc's default threshold, made fixed
-
-
-def minor_faults(pid: int) -> int:
-    """Field 10 of /proc/PID/stat: faults the kernel served without I/O, here mapping fresh pages."""
-    with open(f"/proc/{pid}/stat", "rb") as stat:
-        fields = stat.read().rsplit(b")", 1)[1].split()  # the name, in (), may contain spaces
-    return int(fields[7])  # fields after the name count from 3: minflt is the 8th
 
 
 def publish_and_wait(client: RawClient, frame: bytes) -> None:
@@ -94,22 +96,8 @@ def pinned_mmap_threshold() -> Iterator[None]:
             os.environ[PIN_NAME] = previous
 
 
-def connect_gets_connack(server: StudentServer) -> str:
-    client = RawClient(server.port, "grader-hello", keepalive=0)
-    try:
-        client.connect()
-    finally:
-        client.close()
-    return "CONNECT → CONNACK (20 02 00 00)"
-
-
 def messages_are_delivered(server: StudentServer) -> str:
-    subscriber = RawClient(server.port, "grader-sub", keepalive=0)
-    publisher = RawClient(server.port, "grader-pub", keepalive=0)
-    try:
-        subscriber.connect()
-        subscriber.subscribe("lab14/#")
-        publisher.connect()
+    with subscriber_and_publisher(server.port, "lab14/#") as (subscriber, publisher):
         for index in range(DELIVERED):
             frame = encode_publish(
                 b"lab14/%d" % index, b"%03d" % index, qos=1, retain=False, dup=False, packet_id=index + 1
@@ -121,9 +109,6 @@ def messages_are_delivered(server: StudentServer) -> str:
             if (packet.topic, bytes(packet.payload)) != (f"lab14/{index}", b"%03d" % index):
                 arrived = f"{packet.topic} {bytes(packet.payload)!r} as message {index + 1}"
                 raise StageFailed(f"lab14/{index} b'{index:03d}'", arrived)
-    finally:
-        subscriber.close()
-        publisher.close()
     return f"{DELIVERED} QoS 1 PUBLISHes acknowledged and delivered to a subscriber, in order"
 
 
@@ -141,7 +126,7 @@ def few_faults_at_light_load(server: StudentServer) -> str:
 
 
 STAGES = [
-    Stage("CONNECT gets a CONNACK", connect_gets_connack),
+    connack_stage(),
     Stage("messages are acknowledged and delivered", messages_are_delivered),
     Stage(f"light load: fewer than {MOST_FAULTS} minor faults per message", few_faults_at_light_load),
 ]

@@ -21,12 +21,13 @@ from pathlib import Path
 # on sys.path so that ``labs`` imports from this checkout.
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from grade import PIN_NAME, PIN_VALUE, SKELETON, LightLoad, grade_student, light_load, minor_faults
+from grade import PIN_NAME, PIN_VALUE, SKELETON, LightLoad, grade_student, light_load
 
 from labs.bench.proctree import sample_process
 from labs.bench.targets import Broker, await_listening, spawn
 from labs.exercise import student_arguments
 from labs.lab import Lab, lab_arguments
+from labs.proc import minor_faults, proc_io
 from mqtt.codec import encode, encode_publish
 from mqtt.packets import Connect
 
@@ -80,12 +81,6 @@ class Flood:
     mebibytes: float
     reads: int
     cpu_seconds: float
-
-
-def proc_io(pid: int) -> dict[str, int]:
-    """/proc/PID/io: ``rchar`` bytes read, ``syscr`` read calls, as the kernel counted them."""
-    with open(f"/proc/{pid}/io") as counters:
-        return {name: int(value) for name, value in (line.split(":") for line in counters)}
 
 
 def flood(broker: Broker, messages: int) -> Flood:

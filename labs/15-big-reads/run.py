@@ -9,7 +9,6 @@ reads (/proc/PID/io) and its telemetry numbers its waits, so both are exact per 
 from __future__ import annotations
 
 import contextlib
-import select
 import socket
 import statistics
 import sys
@@ -26,59 +25,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from labs.bench.proctree import sample_process
 from labs.bench.targets import Broker
 from labs.lab import Lab, lab_arguments, running_server
+from labs.proc import proc_io
+from labs.telemetry_counts import WaitCounter
 from mqtt.codec import encode, encode_publish
 from mqtt.packets import Connect, Subscribe
-from servers.telemetry import TelemetryReader
 
 CHUNKS = (64, 1024, 256 * 1024)  # --read-chunk, bytes
 PUBLISHERS = 4
 BATCH = 500  # frames per sendall
 PAYLOAD = b"x" * 56
-QUIET = 0.2  # seconds without telemetry after which the server's waits are all counted
 DEADLINE = 60.0  # seconds for a run's messages to arrive
-
-
-def proc_io(pid: int) -> dict[str, int]:
-    """/proc/PID/io: ``rchar`` bytes read, ``syscr`` read calls, as the kernel counted them."""
-    with open(f"/proc/{pid}/io") as counters:
-        return {name: int(value) for name, value in (line.split(":") for line in counters)}
-
-
-class WaitCounter:
-    """The server's wait calls, from its telemetry: every ``wait`` event carries the call's number.
-
-    A thread drains the datagrams as they come (the socket queues only 10) and keeps the highest
-    number seen; ``settled()`` returns it once nothing new has come for QUIET seconds.
-    """
-
-    def __init__(self, port: int) -> None:
-        self.reader = TelemetryReader(port)
-        self.highest = 0
-        self.last_event = time.monotonic()
-        self.stopping = threading.Event()
-        self.thread = threading.Thread(target=self.drain, daemon=True)
-        self.thread.start()
-
-    def drain(self) -> None:
-        while not self.stopping.is_set():
-            if select.select([self.reader], [], [], 0.05)[0]:
-                calls = [event["call"] for event in self.reader.read() if event["k"] == "wait"]
-                self.highest = max([self.highest, *calls])
-                self.last_event = time.monotonic()
-
-    def settled(self, deadline: float = 10.0) -> int:
-        """Wait calls so far: telemetry leaves within 2 ms of a turn, so after QUIET s without any
-        (counted from this call, or from the last event if later) every turn so far is in."""
-        asked = time.monotonic()
-        stop = asked + deadline
-        while (now := time.monotonic()) - max(asked, self.last_event) < QUIET and now < stop:
-            time.sleep(0.02)  # polls the drain thread's clock, bounded by the deadline
-        return self.highest
-
-    def close(self) -> None:
-        self.stopping.set()
-        self.thread.join()
-        self.reader.close()
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 @dataclass(frozen=True)
 class StatFields:
-    """The few fields of one ``/proc/PID/stat`` the benchmark needs (CPU in seconds)."""
+    """The few fields of one ``/proc/PID/stat`` the benchmark and the labs need (CPU in seconds)."""
 
     parent_pid: int
+    minor_faults: int  # pages the kernel mapped without I/O (minflt): e.g. fresh malloc'd memory
     own_cpu_seconds: float  # utime + stime, all threads
     reaped_cpu_seconds: float  # cutime + cstime: children this process has waited for
     rss_bytes: int
@@ -37,9 +38,11 @@ def read_stat(pid: int) -> StatFields | None:
     except OSError:
         return None
     fields = stat[stat.rindex(b")") + 2 :].split()  # the command name may contain spaces
-    # Fields after the name, counted from 0: ppid 1, utime 11, stime 12, cutime 13, cstime 14, rss 21.
+    # Fields after the name, counted from 0: ppid 1, minflt 7, utime 11, stime 12, cutime 13,
+    # cstime 14, rss 21.
     return StatFields(
         parent_pid=int(fields[1]),
+        minor_faults=int(fields[7]),
         own_cpu_seconds=(int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
         reaped_cpu_seconds=(int(fields[13]) + int(fields[14])) / CLOCK_TICKS,
         rss_bytes=int(fields[21]) * PAGE_SIZE,
