@@ -15,11 +15,12 @@ import functools
 import os
 import re
 import resource
-import select
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from servers.process import parse_listening, stop_process
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SANDBOX = REPO_ROOT / "labs" / "exercise_sandbox.py"
 START_TIMEOUT = 10.0  # seconds for the learner's server to print its listening line
+LOG_LINES = 1000  # the server's last output lines kept for a failure report
 EXCEPTION_LINE = re.compile(r"^[A-Za-z_.]*(Error|Exception|Exit)\b.*")  # a traceback's last line
 
 console = Console(highlight=False)
@@ -143,7 +145,8 @@ class StudentServer:
     path: Path
     process: subprocess.Popen[str]
     port: int
-    log: list[str] = field(default_factory=list)
+    log: deque[str] = field(default_factory=lambda: deque(maxlen=LOG_LINES))
+    reader: threading.Thread | None = None
 
     @property
     def pid(self) -> int:
@@ -197,33 +200,45 @@ def limit_open_files(count: int) -> None:
 
 
 def wait_for_listening_line(server: StudentServer) -> int:
-    """The port from the server's ``listening on HOST:PORT`` line; StageFailed if it never comes."""
-    assert server.process.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([server.process.stdout], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
-            break
-        line = server.process.stdout.readline()
-        if not line:  # EOF: the process ended
-            break
-        server.log.append(line.rstrip("\n"))
-        address = parse_listening(line.strip())
-        if address:
-            return address[1]
+    """The port from the server's ``listening on HOST:PORT`` line; StageFailed if it never comes.
+
+    A thread reads the server's output for as long as it runs: a server that logs a line per
+    event must never block on a full pipe while it is graded, and a line printed just before
+    the listening line must not hide it in a read buffer.
+    """
+    listening = threading.Event()
+    server.reader = threading.Thread(target=collect_output, args=(server, listening), daemon=True)
+    server.reader.start()
+    listening.wait(START_TIMEOUT)
+    if server.port:
+        return server.port
     status = server.process.poll()
     state = f"exit status {status}" if status is not None else "no listening line"
-    errors = [line for line in server.log if EXCEPTION_LINE.match(line)]
-    said = errors[-1] if errors else "its last lines: " + (" | ".join(server.log[-6:]) or "(no output)")
+    lines = list(server.log)
+    errors = [line for line in lines if EXCEPTION_LINE.match(line)]
+    said = errors[-1] if errors else "its last lines: " + (" | ".join(lines[-6:]) or "(no output)")
     raise StageFailed(
         f"your server to print 'listening on 127.0.0.1:PORT' within {START_TIMEOUT:g} s", f"{state}; {said}"
     )
 
 
+def collect_output(server: StudentServer, listening: threading.Event) -> None:
+    """Every line the server prints, into ``server.log``; ``listening`` is set at its port or at EOF."""
+    assert server.process.stdout is not None
+    for raw in server.process.stdout:
+        line = raw.rstrip("\n")
+        server.log.append(line)
+        address = parse_listening(line.strip())
+        if address and not server.port:
+            server.port = address[1]
+            listening.set()
+    listening.set()  # end of output: the process is gone
+
+
 def drain_output(server: StudentServer) -> None:
-    """Whatever the server printed after its listening line, for a failure report."""
-    if server.process.stdout is not None:
-        server.log.extend(line.rstrip("\n") for line in server.process.stdout.read().splitlines())
+    """Let the reader take whatever the server printed before it ended, for a failure report."""
+    if server.reader is not None:
+        server.reader.join(timeout=5.0)
 
 
 def listener_owner_problem(pid: int, port: int) -> str:

@@ -55,3 +55,30 @@ def test_the_sandbox_still_lets_a_solution_use_the_mqtt_core(tmp_path: Path) -> 
     completed = run_lab("04-level-vs-edge", "--student", str(solution))
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
+
+
+def test_a_chatty_solution_is_graded_all_the_same(tmp_path: Path) -> None:
+    """A banner in the same write as the listening line, and 200 KB of log per connection (more
+    than a pipe holds): the grader still finds the port, and the server never blocks on output."""
+    reference = ROOT / "labs" / "04-level-vs-edge" / "exercise"
+    chatty = (
+        (reference / "my_server.py")
+        .read_text()
+        .replace("self.read_once(fd)\n", "while self.read_once(fd):\n            pass\n")
+        .replace(
+            'print(f"listening on {host}:{port}", flush=True)',
+            'print(f"starting up\\nlistening on {host}:{port}", flush=True)',
+        )
+        .replace(
+            "            client.setblocking(False)\n",
+            "            client.setblocking(False)\n"
+            "            print(('accepted ' + 'x' * 100 + '\\n') * 2000, flush=True)\n",
+        )
+    )
+    assert chatty.count("starting up") == 1 and chatty.count("accepted ") == 1
+    solution = tmp_path / "my_server.py"
+    solution.write_text(chatty)
+    completed = run_lab("04-level-vs-edge", "--student", str(solution))
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    assert "all 4 stages passed" in output
