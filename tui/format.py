@@ -41,6 +41,25 @@ def duration(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
+def size_text(count: int) -> str:
+    """A byte count in at most 6 cells, never cut: 999, 12.3K, 2.9M (powers of 1024, as `ss -m`)."""
+    if count < 1000:
+        return str(count)
+    value = float(count)
+    for unit in "KMGT":
+        value /= 1024
+        if value < 9.95:
+            return f"{value:.1f}{unit}"
+        if value < 999.5:
+            return f"{value:.0f}{unit}"
+    return f"{value:.0f}P"
+
+
+def count_text(count: int) -> str:
+    """Counts of things (sockets, waits, fds): always with thousands separators, 10,002."""
+    return f"{count:,}"
+
+
 def timer_text(timer: str, left_ms: int) -> str:
     """`ss -o` style: "keepalive 58s", "on 0.2s", or just "off"."""
     if timer == "off":
