@@ -4,6 +4,7 @@
     python -m tui --attach 1883 [--pid PID]                        watch a server started with --telemetry
 
 The TUI binds the telemetry socket ``\\0epoll-mqtt-lab.<port>``; quitting stops a server it started.
+``--attach`` may come before the server: the TUI finds its pid once something listens on the port.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import errno
 import signal
 import sys
+from pathlib import Path
 
 from servers.telemetry import TelemetryReader
 from tui.app import LabApp
@@ -20,6 +22,14 @@ from tui.launch import VARIANTS, LaunchedServer, find_server_pid, variant_of
 from tui.model import Model
 from tui.sources.packet_capture import PacketCapture, capture_available
 
+EPILOG = """\
+Flags after -- go to the server, e.g. python -m tui --run epoll_et -- --read-chunk 64
+
+--run's server log: the server's output goes to a file without a name that exists only while
+the TUI runs, so nothing is left in /tmp. If the server fails to start, or ends by itself while
+the TUI runs, its last lines are printed when the TUI exits. --server-log PATH keeps the whole
+log at PATH instead.
+"""
 NO_TERMINAL = (
     "python -m tui needs a terminal (stdin and stdout must be a tty).\n"
     "Without one, run the server alone, e.g.: python -m servers.epoll_lt --port 1883 -v"
@@ -30,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tui",
         description="Watch an MQTT server variant: ready lists, TCP states, threads, packets.",
-        epilog="Flags after -- go to the server, e.g. python -m tui --run epoll_et -- --read-chunk 64",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--attach", type=int, metavar="PORT", help="watch the server listening on PORT")
@@ -38,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, default=1883, help="--run: the server's port (default 1883)")
     parser.add_argument("--pid", type=int, help="--attach: the server's pid (found from the port if omitted)")
     parser.add_argument("--no-capture", action="store_true", help="do not capture SYN/FIN/RST packets")
+    parser.add_argument(
+        "--server-log", type=Path, metavar="PATH", help="--run: keep the server's output in PATH (see below)"
+    )
     return parser
 
 
@@ -73,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(own_args)
     if server_args and args.attach is not None:
         parser.error("flags after -- are for a server started with --run")
+    if args.server_log is not None and args.attach is not None:
+        parser.error("--server-log is for a server started with --run")
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         print(NO_TERMINAL, file=sys.stderr)
         return 2
@@ -83,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             # Bind first, so the server's first events (its first accept) are not lost.
             reader = open_reader(args.port) if args.port else None
             print(f"starting servers.{args.run} on port {args.port}…", file=sys.stderr, flush=True)
-            server = LaunchedServer(args.run, args.port, server_args)
+            server = LaunchedServer(args.run, args.port, server_args, args.server_log)
             port, pid = server.port, server.pid
             variant = variant_of(pid) or server.variant
             reader = reader or open_reader(port)  # --port 0: the port is known only now
@@ -108,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             reader.close()
         if server is not None:
             server.stop()
-            print(f"stopped servers.{server.variant}; its log: {server.log.name}", file=sys.stderr)
+            print(f"stopped servers.{server.variant}", file=sys.stderr)
+            if server.farewell:
+                print(server.farewell, file=sys.stderr)
     return 0
 
 

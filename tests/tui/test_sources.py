@@ -18,9 +18,18 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.support.waiting import wait_until
-from tui.sources.epoll_fdinfo import decode_events, epoll_interest, socket_inodes
+from tui.sources.epoll_fdinfo import (
+    EpollInterest,
+    ProcFds,
+    decode_events,
+    epoll_interest,
+    parse_fdinfo,
+    socket_inodes,
+)
 from tui.sources.packet_capture import PacketCapture, Segment
-from tui.sources.tcp_states import TcpSocket, state_counts, tcp_sockets
+from tui.sources.tcp_activity import tcp_counters
+from tui.sources.tcp_sampler import TcpSampler
+from tui.sources.tcp_states import LISTEN_ONLY, TcpSocket, state_counts, tcp_sockets
 from tui.sources.threads import ThreadMonitor, ThreadRow, parse_stat, read_thread, read_threads
 
 LOOPBACK = "127.0.0.1"
@@ -176,6 +185,56 @@ def test_ipv6_sockets_are_listed_under_af_inet6_only():
         assert not [r for r in tcp_sockets(port, socket.AF_INET) if client_port in (r.local[1], r.remote[1])]
 
 
+def steady(sampler: TcpSampler) -> list[TcpSocket]:
+    """A dump equal to the one before: stray TIME_WAIT rows of other runs (their timers tick) may
+    share this port number until they expire."""
+    previous = [sampler.sample()]
+
+    def repeated() -> list[TcpSocket] | None:
+        current = sampler.sample()
+        same, previous[0] = current is previous[0], current
+        return current if same else None
+
+    return wait_until(repeated, timeout=65, what="two byte-identical dumps in a row")
+
+
+def test_tcp_sampler_hands_back_an_unchanged_dump_as_is_and_decodes_a_changed_socket(connection):
+    client, accepted = connection
+    port = port_of(accepted)
+    sampler = TcpSampler(port)
+    try:
+        rows = steady(sampler)
+        assert sampler.sample() is rows and sampler.decoded == 0
+        client.send(b"hello")
+        local, remote = accepted.getsockname(), accepted.getpeername()
+        changed = wait_until(
+            lambda: next(
+                (r for r in sampler.sample() if (r.local, r.remote, r.recv_q) == (local, remote, 5)), None
+            ),
+            what="five unread bytes on the server's end",
+        )
+        assert changed.inode == os.fstat(accepted.fileno()).st_ino
+        listener = next(row for row in rows if row.state == "LISTEN")
+        assert listener in sampler.rows  # unchanged rows are reused, not decoded again
+    finally:
+        sampler.close()
+
+
+def test_listen_only_dump_leaves_the_connections_out(connection):
+    _client, accepted = connection
+    port = port_of(accepted)
+    assert {row.state for row in tcp_sockets(port)} >= {"LISTEN", "ESTABLISHED"}
+    only = tcp_sockets(port, states=LISTEN_ONLY)
+    assert [(row.state, row.local[1]) for row in only] == [("LISTEN", port)]
+
+
+def test_tcp_counters_move_when_a_segment_is_sent(connection):
+    client, _accepted = connection
+    before = tcp_counters()
+    client.send(b"x")
+    wait_until(lambda: tcp_counters() != before, what="InSegs/OutSegs to count the segment")
+
+
 # ---------------------------------------------------------------- threads
 
 THREADED_CHILD = textwrap.dedent("""
@@ -244,6 +303,9 @@ def test_thread_monitor_reads_names_states_and_cpu_from_another_process(threaded
     assert spinner.sample.utime_ticks + spinner.sample.stime_ticks > 0
     waiter = read_thread(threaded_child, first["waiter-1"].sample.tid)
     assert waiter is not None and waiter.voluntary_ctxt_switches >= 1
+    assert waiter.syscall == "futex"  # Event.wait(): a lock's wait, which sleeps in futex(2)
+    main = read_thread(threaded_child, threaded_child)  # the main thread's tid is the pid
+    assert main is not None and (main.syscall, main.syscall_arg) == ("read", 0)  # readline() of stdin
 
 
 def test_stat_parsing_splits_on_the_last_parenthesis():
@@ -285,6 +347,46 @@ def test_oneshot_interest_is_disarmed_after_it_fires(connection):
         assert epoll.poll(5) == [(accepted.fileno(), select.EPOLLIN)]
         [row] = epoll_interest(os.getpid())[epoll.fileno()]
     assert row.event_names == ("EPOLLONESHOT",)  # nothing armed until EPOLL_CTL_MOD
+
+
+def test_proc_fds_takes_inodes_from_fdinfo_and_hands_back_unchanged_samples_as_is(connection):
+    client, accepted = connection
+    read_end, write_end = os.pipe()
+    sampler = ProcFds(os.getpid())
+    try:
+        with select.epoll() as epoll:
+            epoll.register(accepted.fileno(), select.EPOLLIN)
+            epoll.register(read_end, select.EPOLLIN)
+            inodes, interest = sampler.sample(0.0)
+            watched = {entry.tfd for entry in interest[epoll.fileno()]}
+            assert {accepted.fileno(), read_end} <= watched
+            assert inodes[accepted.fileno()] == os.fstat(accepted.fileno()).st_ino
+            assert read_end not in inodes  # watched, but a pipe: not a socket
+            scans = sampler.full_scans
+            assert sampler.sample(1.0) == (inodes, interest)
+            assert sampler.inodes is inodes and sampler.interest is interest  # unchanged: the same objects
+            epoll.register(client.fileno(), select.EPOLLOUT)  # the set changes: fdinfo says so
+            inodes_now, interest_now = sampler.sample(2.0)
+            assert sampler.full_scans == scans  # no readlink of every fd: fdinfo gave the new inode
+            assert interest_now is not interest
+            assert inodes_now[client.fileno()] == os.fstat(client.fileno()).st_ino
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_fdinfo_lines_already_parsed_are_reused_and_a_changed_line_is_parsed_again():
+    def line(tfd: int, events: int, inode: int) -> str:
+        return f"tfd: {tfd:8d} events: {events:8x} data: {tfd:16x}  pos:0 ino:{inode:x} sdev:8\n"
+
+    header = "pos:\t0\nflags:\t02\nmnt_id:\t15\nino:\t1057\n"
+    known: dict[str, EpollInterest] = {}
+    first = parse_fdinfo(header + line(9, 0x19, 500) + line(7, 0x19, 400), known)
+    assert [(entry.tfd, entry.inode) for entry in first] == [(7, 400), (9, 500)]  # in fd order
+    again = parse_fdinfo(header + line(9, 0x1D, 500) + line(7, 0x19, 400), known)
+    assert again[0] is first[0]  # fd 7's line is unchanged: the same object
+    assert again[1].event_names == ("EPOLLIN", "EPOLLOUT", "EPOLLERR", "EPOLLHUP")  # fd 9 now wants OUT
+    assert again[1] == EpollInterest(9, 0x1D, 9, 500)
 
 
 def test_event_mask_decoding_names_unknown_bits_in_hex():
