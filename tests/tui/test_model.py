@@ -22,7 +22,8 @@ def test_streak_counts_consecutive_waits_reporting_an_fd() -> None:
     for call, ready in enumerate([[[7, 1]], [[7, 1]], [[7, 1], [8, 1]], [], [[7, 1]]], start=1):
         log.add(wait(call, ready))
     assert [[entry.streak for entry in w.ready] for w in log.waits] == [[1], [2], [3, 1], [], [1]]
-    assert log.top_streak() is not None and log.top_streak().streak == 3  # type: ignore[union-attr]
+    top = log.top_streak(now=5.0)  # the waits' t is their call number: the run of 3 ended at t=3
+    assert top is not None and top.entry.streak == 3 and top.entry.fd == 7
 
 
 def test_a_ready_list_split_across_events_is_one_wait() -> None:
@@ -89,11 +90,13 @@ def test_ladder_names_the_active_and_passive_closer() -> None:
     model = Model(PORT)
     client, server = ("127.0.0.1", 5000), ("127.0.0.1", PORT)
     segments = [
+        Segment(0.5, *client, *server, "S", 0, 0),
+        Segment(0.6, *server, *client, "SA", 0, 0),
         Segment(1.0, *server, *client, "FA", 0, 0),
         Segment(2.0, *client, *server, "FA", 0, 0),
     ]
     model.apply(Batch(now=3, segments=segments))
-    notes = [rung.note for rung in model.ladder.rungs]
+    notes = [rung.note for rung in model.ladder.rungs][2:]
     assert notes == ["server FIN_WAIT_1; client CLOSE_WAIT", "client LAST_ACK; server TIME_WAIT (60 s)"]
     assert spell_flags("FPA") == "FIN,PSH,ACK"
 
@@ -136,3 +139,18 @@ def test_conn_reported_before_accept_still_names_the_fd() -> None:
                                      event("accept", 1, fd=9, peer=peer)]))  # fmt: skip
     assert model.names.label(9) == "early"
     assert model.names.generations[9] == 1
+
+
+def test_segments_trimmed_during_a_long_pause_leave_a_gap_the_ladder_admits(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A paused UI owes the capture's segments; past the cap the oldest go, and the ladder is told:
+    the connection they belonged to says "state unknown" instead of naming states."""
+    monkeypatch.setattr("tui.model.SEGMENTS_PENDING_MAX", 1)
+    client, server = ("127.0.0.1", 5000), ("127.0.0.1", PORT)
+    pending = Batch(now=0, segments=[Segment(0.5, *client, *server, "S", 0, 0, dropped=3, dropped_until=0.4)])
+    pending.merge(Batch(now=1, segments=[Segment(0.6, *server, *client, "SA", 0, 0)]))
+    pending.merge(Batch(now=2, segments=[Segment(1.0, *server, *client, "FA", 0, 0)]))
+    assert (pending.dropped_segments, pending.segments_gap_drops, len(pending.segments)) == (2, 3, 1)
+    model = Model(PORT)
+    model.apply(pending)
+    assert model.ladder.skipped == 2 and model.ladder.dropped == 3
+    assert "state unknown" in model.ladder.rungs[-1].note  # its opening never reached the ladder
