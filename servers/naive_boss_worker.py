@@ -115,11 +115,13 @@ class NaiveServer(BaseServer):
                 return
             acquired = time.monotonic()
             fd, events = taken
+            self.holding(name, fd)
             self.handle_ready([(fd, events)])  # FLAW: recv and packet handling with the mutex held
             self.flush_dirty()  # ... and every send too
             if fd in self.connections:
                 self.rearm(fd)
-            self.report(name, lock_wait, time.monotonic() - acquired)
+            # The condition wait between lock_wait and acquired was neither: say when it asked.
+            self.report(name, lock_wait, time.monotonic() - acquired, asked)
 
     def hand_off(self, fd: int, events: int) -> None:
         """Boss side, mutex held: queue a ready fd for the workers, waiting while the queue is full."""
@@ -138,9 +140,12 @@ class NaiveServer(BaseServer):
         self.not_full.notify()
         return taken
 
-    def report(self, thread: str, wait_s: float, hold_s: float) -> None:
+    def holding(self, thread: str, fd: int) -> None:
+        """Worker side, mutex held, before handling ``fd``: the reads here never wait, nothing to say."""
+
+    def report(self, thread: str, wait_s: float, hold_s: float, asked: float | None = None) -> None:
         if self.telemetry:
-            self.timed.report(thread, wait_s, hold_s, across_recv=True)
+            self.timed.report(thread, wait_s, hold_s, across_recv=True, asked=asked)
             self.telemetry.emit("queue", depth=len(self.ready_fds))
 
     def shutdown(self) -> None:
@@ -209,6 +214,11 @@ class BlockingServer(NaiveServer):
         taken = self.ready_fds.popleft()
         self.not_empty.notify()
         return taken
+
+    def holding(self, thread: str, fd: int) -> None:
+        """Before the first read of a new socket, which may wait for ever: announce the hold."""
+        if self.telemetry and fd in self.fresh:
+            self.timed.announce(thread, fd)
 
     def on_readable(self, fd: int) -> None:
         """FLAW 2: a blocking read, mutex held. A new socket's first read waits for its first bytes."""

@@ -14,8 +14,12 @@ Every event has ``v`` (1), ``t`` (monotonic seconds) and ``k`` (kind). Kinds and
           ready [[fd, mask], ...],         the ready list (split across several events, with
           watched, part, parts,            ``part``/``parts``, when long), ``watched`` the fd count;
           thread (threaded variants)       ``thread`` names the worker whose epoll_wait it was
-  lock    thread, tid, wait_s, hold_s,     one acquisition of the core's lock; ``across_recv`` is
-          across_recv                      true when the holder did socket I/O inside it
+  lock    thread, tid, wait_s, hold_s,     one acquisition of the core's lock, sent on release;
+          across_recv, asked (optional)    ``across_recv`` is true when the holder did socket I/O
+                                           inside it; ``asked`` (--naive workers) is when the wait
+                                           began, if the thread did something else before the hold
+  acquire thread, tid, fd                  a hold that may last has begun (--blocking, before the
+                                           first read of a new socket); its ``lock`` event follows
   queue   depth                            the boss->worker hand-off queue's depth
 Masks use the epoll bit values (EPOLLIN=1, EPOLLOUT=4, EPOLLERR=8, EPOLLHUP=16) for every mode.
 """

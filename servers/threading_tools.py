@@ -61,8 +61,12 @@ class TimedLock:
         """A reusable ``with`` block for one thread's acquisitions: each reported when telemetry is on."""
         return self.lock if self.telemetry is None else TimedHold(self, thread)
 
-    def report(self, thread: str, wait_s: float, hold_s: float, across_recv: bool) -> None:
+    def report(
+        self, thread: str, wait_s: float, hold_s: float, across_recv: bool, asked: float | None = None
+    ) -> None:
+        """``asked``: when the thread began to wait, if something else came between its wait and its hold."""
         if self.telemetry is not None:
+            extra = {"asked": round(asked, 6)} if asked is not None else {}
             self.telemetry.emit(
                 "lock",
                 thread=thread,
@@ -70,7 +74,15 @@ class TimedLock:
                 wait_s=round(wait_s, 7),
                 hold_s=round(hold_s, 7),
                 across_recv=across_recv,
+                **extra,
             )
+
+    def announce(self, thread: str, fd: int) -> None:
+        """Say at once that ``thread`` holds the lock and may keep it (``acquire``): a hold that
+        never ends would otherwise never be reported, since ``lock`` events come on release."""
+        if self.telemetry is not None:
+            self.telemetry.emit("acquire", thread=thread, tid=threading.get_native_id(), fd=fd)
+            self.telemetry.flush()  # now: whoever flushes next may be waiting for this very lock
 
 
 class TimedHold:

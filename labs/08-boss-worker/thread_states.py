@@ -9,26 +9,13 @@ same from user space, as the notes' ``pstack`` did. Lab 08 and its grader both r
 from __future__ import annotations
 
 import os
-import platform
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 
-# The syscalls a server thread sleeps in, by number: /proc gives numbers, and they differ by
-# architecture. Anything else is shown as "syscall N".
-SYSCALL_NAMES = {
-    "x86_64": {
-        0: "read", 7: "poll", 19: "readv", 23: "select", 35: "nanosleep", 43: "accept",
-        45: "recvfrom", 47: "recvmsg", 202: "futex", 230: "clock_nanosleep", 232: "epoll_wait",
-        270: "pselect6", 271: "ppoll", 281: "epoll_pwait", 288: "accept4",
-    },
-    "aarch64": {
-        22: "epoll_pwait", 63: "read", 65: "readv", 72: "pselect6", 73: "ppoll", 98: "futex",
-        101: "nanosleep", 115: "clock_nanosleep", 202: "accept", 207: "recvfrom", 212: "recvmsg",
-        242: "accept4",
-    },
-}  # fmt: skip
+from tui.sources.threads import parse_syscall
+
 READS = {"read", "readv", "recvfrom", "recvmsg"}
 LOCK_WAITS = {"futex"}  # a mutex, a condition variable and the GIL all sleep in futex(2)
 READ_FRAME = re.compile(r"\b(?:__GI___)?(?:__libc_)?(?:readv|recv|recvfrom|recvmsg|read)\b")
@@ -60,13 +47,11 @@ class ThreadState:
         return f"{self.name} in {self.syscall}"
 
 
-def syscall_name(field: str) -> str:
-    if field == "running":
-        return "running"
-    number = int(field)
-    if number < 0:
-        return "user space"  # blocked, but not in a system call
-    return SYSCALL_NAMES.get(platform.machine(), {}).get(number, f"syscall {number}")
+def syscall_name(line: str) -> str:
+    """The call named by a /proc/.../syscall line, with the TUI's table (numbers differ by
+    architecture); "user space" for a thread blocked outside any system call."""
+    name, _argument = parse_syscall(line)
+    return "user space" if name == "user" else name
 
 
 def read_text(path: str) -> str:
