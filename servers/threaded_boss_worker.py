@@ -90,6 +90,8 @@ class Worker(Loop):
             )
         self.handle_ready(ready)
         self.flush_dirty()
+        if self.telemetry:  # else this worker's events wait for the boss's next flush (up to 1 s)
+            self.telemetry.flush_if_due(time.monotonic())
 
     def accept_ready(self) -> None:
         """The eventfd fired: the boss handed us sockets, or another thread queued output for ours."""

@@ -90,8 +90,8 @@ def tcp_rows() -> list[TcpSocket]:
     return rows
 
 
-def interest() -> tuple[dict[int, list[EpollInterest]], dict[int, int]]:
-    flags = EPOLLIN | EPOLLERR | EPOLLHUP
+def interest(mode: str = "LT") -> tuple[dict[int, list[EpollInterest]], dict[int, int]]:
+    flags = EPOLLIN | EPOLLERR | EPOLLHUP | (EPOLLET if mode == "ET" else 0)
     interests = [EpollInterest(3, flags, 3, 55555)]
     interests += [EpollInterest(fd, flags, fd, 60000 + port) for fd, (_, port) in CLIENTS.items()]
     inodes = {3: 55555, **{fd: 60000 + port for fd, (_, port) in CLIENTS.items()}}
@@ -147,7 +147,7 @@ def sample_model(mode: str = "LT") -> Model:
     """A server with three clients, one lingering close, LT (or ET) waits, naive-style threads."""
     model = Model(PORT, PID, variant=f"epoll_{mode.lower()}")
     now = START + 12.0
-    inodes_by_fd = interest()
+    inodes_by_fd = interest(mode)
     model.apply(Batch(now=now - 1, events=connection_events(), threads=thread_samples(0)))
     for tick in range(1, 30):
         model.apply(Batch(now=now - 1 + tick / 30, threads=thread_samples(tick)))
