@@ -27,6 +27,7 @@ from tests.support.clients import RawClient
 from tests.support.servers import ServerProcess
 from tui.app import LabApp
 from tui.collector import Collector
+from tui.format import short_address
 from tui.model import Model
 from tui.sources.packet_capture import PacketCapture
 
@@ -45,13 +46,15 @@ def run_async(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., N
 
 
 @contextlib.asynccontextmanager
-async def watching(server: ServerProcess, capture: PacketCapture | None = None) -> AsyncIterator[Pilot]:
+async def watching(
+    server: ServerProcess, capture: PacketCapture | None = None, size: tuple[int, int] = SIZE
+) -> AsyncIterator[Pilot]:
     """The app attached to ``server``, as ``python -m tui --attach PORT --pid PID`` builds it."""
     reader = TelemetryReader(server.port)
     collector = Collector(server.port, server.pid, reader, capture)
     app = LabApp(Model(server.port, server.pid, server.variant), collector)
     try:
-        async with app.run_test(size=SIZE) as pilot:
+        async with app.run_test(size=size) as pilot:
             yield pilot
     finally:
         reader.close()
@@ -88,7 +91,9 @@ def rows(pilot: Pilot, selector: str) -> list[dict[str, str]]:
 
 def text_of(pilot: Pilot, selector: str) -> str:
     """What a Static shows, as plain text (rich Tables rendered at the widget's width)."""
-    widget = pilot.app.query_one(selector, Static)
+    screen = pilot.app.screen  # the active one (help, detail) first, then the tabs underneath
+    found = screen.query(selector) or pilot.app.screen_stack[0].query(selector)
+    widget = found.only_one(Static)
     content = widget.content
     if isinstance(content, Text):
         return content.plain
@@ -109,6 +114,8 @@ def address(endpoint: tuple[str, int]) -> str:
 
 
 def tcp_row(pilot: Pilot, state: str, side: str, client_end: str) -> dict[str, str] | None:
-    """The TCP view's row for one end of a connection, found by its state, side and client address."""
-    wanted = {"state": state, "side": side, "client": client_end}
+    """The TCP view's row for one end of a connection, found by its state, side and client address
+    ("127.0.0.1:50004"; the view spells loopback addresses by their port alone, ":50004")."""
+    host, _, port = client_end.rpartition(":")
+    wanted = {"state": state, "side": side, "client": short_address((host, int(port)))}
     return next((row for row in rows(pilot, "#sockets") if wanted.items() <= row.items()), None)
