@@ -36,6 +36,7 @@ class ServerProcess:
         """``launcher``: run ``python -m LAUNCHER... VARIANT`` instead of ``-m servers.VARIANT``."""
         self.variant = variant
         self.log = tempfile.NamedTemporaryFile(prefix=f"{variant}-", suffix=".log", delete=False)  # noqa: SIM115
+        self._final_stderr: str | None = None  # kept once stop() removes the log file
         module = [*launcher, variant] if launcher else [f"servers.{variant}"]
         command = [sys.executable, "-m", *module, "--port", "0", *args]
         self.process = subprocess.Popen(
@@ -63,6 +64,8 @@ class ServerProcess:
         raise RuntimeError(f"{self.variant} did not start:\n{self.stderr()}")
 
     def stderr(self) -> str:
+        if self._final_stderr is not None:
+            return self._final_stderr
         return Path(self.log.name).read_text(errors="replace")
 
     def cpu_seconds(self) -> float:
@@ -87,4 +90,7 @@ class ServerProcess:
         if self.process.stdout is not None:
             self.process.stdout.close()
         self.log.close()
+        if self._final_stderr is None:  # the test may still read it; /tmp must not keep it
+            self._final_stderr = self.stderr()
+            Path(self.log.name).unlink(missing_ok=True)
         return self.process.returncode
