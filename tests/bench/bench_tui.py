@@ -38,6 +38,10 @@ KEYS = {
     "page ]/[": ("]", "["),
     "pagedown": ("NPage",),
     "down": ("down",),
+    # "/" opens the prompt, "4" narrows 20,000 rows to port 4's (none), backspace brings them all
+    # back, Enter closes the prompt. (Not Esc: a terminal waits to tell Esc from Alt+key, and a
+    # key sent within that wait merges with it.)
+    "search / 4 ⌫ ⏎": ("/", "4", "BSpace", "Enter"),
 }
 LINGER_ABORT = struct.pack("ii", 1, 0)  # close() sends RST: no TIME_WAIT left to skew the next run
 
@@ -284,6 +288,12 @@ def key_latency(tui: TuiSession, name: str, keys: tuple[str, ...], presses: int,
         else:
             results.keys.setdefault(name, []).append(changed - sent)
         time.sleep(0.15)  # let the frame after the key settle before the next press
+    # End where the cycle started (the search prompt closed), whatever the number of presses.
+    for key in keys[presses % len(keys) :] if presses % len(keys) else ():
+        body = tui.screen().split("\n", 1)[1]
+        tui.press(key)
+        poll(lambda body=body: tui.screen().split("\n", 1)[1] != body, timeout=1.0)
+        time.sleep(0.15)
 
 
 def settle(tui: TuiSession, wanted: int, what: str) -> None:
