@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import io
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -69,11 +70,17 @@ def running(variant: str, *flags: str) -> Iterator[ServerProcess]:
         server.stop()
 
 
-async def until(pilot: Pilot, condition: Callable[[], T], what: str, timeout: float = 10.0) -> T:
-    """Let the app run until ``condition()`` is truthy; fail after ``timeout`` seconds."""
+async def until(
+    pilot: Pilot, condition: Callable[[], T | Awaitable[T]], what: str, timeout: float = 10.0
+) -> T:
+    """Let the app run until ``condition()`` is truthy; fail after ``timeout`` seconds.
+
+    ``condition`` may be a coroutine function (one that drives the test as it checks)."""
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:

@@ -4,7 +4,6 @@ screen, and the help screen's keys, against a real server with real client socke
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -173,7 +172,7 @@ async def test_a_multi_megabyte_send_q_shows_in_full_in_the_table_and_to_the_byt
                     row = server_end()
                     return row is not None and row.send_q >= 1_100_000
 
-                await until_async(pilot, flood_until_megabytes, "a Send-Q over 1 MB")
+                await until(pilot, flood_until_megabytes, "a Send-Q over 1 MB", timeout=20)
                 await pilot.press("p")  # freeze the frame: the screen and the model's sample agree
                 await pilot.press("s", "s")  # by Send-Q, biggest first
                 row = server_end()
@@ -187,15 +186,6 @@ async def test_a_multi_megabyte_send_q_shows_in_full_in_the_table_and_to_the_byt
             finally:
                 abort(stalled)
                 abort(publisher)
-
-
-async def until_async(pilot, condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
-    """``until`` for a condition that is itself a coroutine (it drives the flood as it checks)."""
-    deadline = time.monotonic() + timeout
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await pilot.pause(0.01)
 
 
 @run_async

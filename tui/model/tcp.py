@@ -315,8 +315,3 @@ class TcpTable:
         self.reverse = not self.reverse
         self._shown = None
         return self.reverse
-
-    def invalidate(self) -> None:
-        """Names changed (a search by client id must see them): filter again at the next frame."""
-        if self.filters.search:
-            self._shown = None

@@ -97,10 +97,6 @@ class PagedTable(Vertical, Generic[Row]):
             self.cursor = moved(self.cursor, move, len(self._rows), self.page_size)
             self._remember_cursor_key()
 
-    def turn(self, pages: int) -> None:
-        for _ in range(abs(pages)):
-            self.navigate("page_down" if pages > 0 else "page_up")
-
     def set_labels(self, labels: Sequence[str]) -> None:
         """Rename the column headers (e.g. to mark the sort column) without rebuilding the table."""
         labels = tuple(labels)

@@ -75,9 +75,6 @@ class TcpView(Vertical):
     def navigate(self, move: Move) -> None:
         self.table.navigate(move)
 
-    def turn(self, pages: int) -> None:
-        self.table.turn(pages)
-
     def selected(self) -> TcpSocket | None:
         """The socket under the cursor, as last drawn."""
         return self.table.cursor_row
